@@ -1,0 +1,243 @@
+//! The only module that talks to Redis (through fred).
+//!
+//! - one [`Pool`] of multiplexed, auto-pipelined connections shared by every caller;
+//! - an [`ExclusivePool`] of dedicated connections for `MULTI … EXEC`;
+//! - raw frames only (`custom_raw`): a Redis error reply is data, so an `Err` here
+//!   always means a transport problem (timeout, disconnect, backpressure).
+//!
+//! Commands are never replayed after a reconnect (`max_command_attempts = 1`):
+//! a caller gets a 503 and decides, rather than a write applied twice.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use fred::clients::{ExclusivePool, Pool};
+use fred::error::{Error as FredError, ErrorKind};
+use fred::interfaces::ClientLike;
+use fred::types::config::{
+    Config as FredConfig, ConnectionConfig, Options, PerformanceConfig, ReconnectPolicy,
+};
+use fred::types::{Builder, ClusterHash, CustomCommand, Value};
+
+use crate::protocol::reply::{self, Frame};
+
+/// Most commands of one pipeline handed to fred at once; larger pipelines go in
+/// consecutive chunks so that one request cannot fill the whole command buffer.
+const PIPELINE_CHUNK: usize = 1024;
+
+/// Settings for the Redis connections.
+#[derive(Debug, Clone)]
+pub struct BackendSettings {
+    /// `redis://`, `rediss://` or `redis+unix://` URL.
+    pub url: String,
+    /// Shared multiplexed connections.
+    pub connections: usize,
+    /// Dedicated connections for transactions.
+    pub transaction_connections: usize,
+    /// Longest wait for one command's reply.
+    pub command_timeout: Duration,
+    /// Longest wait for a TCP/TLS connection.
+    pub connect_timeout: Duration,
+    /// Commands queued per connection before callers get backpressure errors.
+    pub command_buffer: usize,
+    /// Longest delay between reconnection attempts.
+    pub reconnect_max_delay: Duration,
+}
+
+/// A transport-level failure: Redis did not give an answer.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum BackendError {
+    /// No reply within the command timeout (504).
+    #[error("ERR Redis did not answer within {0} ms")]
+    Timeout(u128),
+    /// Disconnected, refused, or overloaded (503).
+    #[error("ERR Redis is unavailable: {0}")]
+    Unavailable(String),
+    /// The URL or settings are invalid (start-up only).
+    #[error("invalid Redis configuration: {0}")]
+    Config(String),
+}
+
+/// The outcome of `/multi-exec` when Redis answered.
+#[derive(Debug)]
+pub enum TransactionOutcome {
+    /// EXEC ran: one frame per command (errors included).
+    Executed(Vec<Frame>),
+    /// The transaction was discarded (queue-time error): the text to report.
+    Discarded(String),
+}
+
+/// Handles to Redis shared by all requests.
+#[derive(Clone)]
+pub struct Backend {
+    shared: Pool,
+    transactions: ExclusivePool,
+    command_timeout: Duration,
+}
+
+impl Backend {
+    /// Builds the clients and starts connecting in the background.
+    /// Requests fail fast with 503 until Redis is reachable.
+    pub async fn connect(settings: &BackendSettings) -> Result<Backend, BackendError> {
+        let mut config =
+            FredConfig::from_url(&settings.url).map_err(|e| BackendError::Config(e.to_string()))?;
+        config.fail_fast = true;
+        let mut builder = Builder::from_config(config);
+        builder
+            .set_policy(ReconnectPolicy::new_exponential(
+                0,
+                50,
+                settings.reconnect_max_delay.as_millis() as u32,
+                2,
+            ))
+            .set_performance_config(PerformanceConfig {
+                default_command_timeout: settings.command_timeout,
+                ..PerformanceConfig::default()
+            })
+            .set_connection_config(ConnectionConfig {
+                connection_timeout: settings.connect_timeout,
+                internal_command_timeout: settings.command_timeout,
+                max_command_attempts: 1,
+                max_command_buffer_len: settings.command_buffer,
+                ..ConnectionConfig::default()
+            });
+        let shared = builder
+            .build_pool(settings.connections.max(1))
+            .map_err(|e| BackendError::Config(e.to_string()))?;
+        let transactions = builder
+            .build_exclusive_pool(settings.transaction_connections.max(1))
+            .map_err(|e| BackendError::Config(e.to_string()))?;
+        shared.connect_pool();
+        transactions.connect_pool().await;
+        Ok(Backend {
+            shared,
+            transactions,
+            command_timeout: settings.command_timeout,
+        })
+    }
+
+    /// Waits until the shared connections are up, for at most `limit`.
+    pub async fn wait_until_connected(&self, limit: Duration) -> bool {
+        matches!(
+            tokio::time::timeout(limit, self.shared.wait_for_connect()).await,
+            Ok(Ok(()))
+        )
+    }
+
+    /// Runs one command and returns Redis' reply frame (errors included).
+    pub async fn execute(&self, args: Vec<Bytes>) -> Result<Frame, BackendError> {
+        let client = self.shared.next();
+        let (command, args) = to_custom(args);
+        client
+            .custom_raw(command, args)
+            .await
+            .map_err(|e| self.map_error(e))
+    }
+
+    /// Runs commands as one pipeline on one connection: in order, not atomic,
+    /// one reply per command.
+    pub async fn pipeline(&self, commands: Vec<Vec<Bytes>>) -> Result<Vec<Frame>, BackendError> {
+        let client = self.shared.next().clone();
+        let mut replies = Vec::with_capacity(commands.len());
+        let mut commands = commands.into_iter().peekable();
+        while commands.peek().is_some() {
+            let chunk: Vec<Vec<Bytes>> = commands.by_ref().take(PIPELINE_CHUNK).collect();
+            let results = send_in_order(&client, chunk, None).await;
+            for result in results {
+                replies.push(result.map_err(|e| self.map_error(e))?);
+            }
+        }
+        Ok(replies)
+    }
+
+    /// Runs `MULTI`, the commands and `EXEC` on a dedicated connection, never replayed.
+    pub async fn transaction(
+        &self,
+        commands: Vec<Vec<Bytes>>,
+    ) -> Result<TransactionOutcome, BackendError> {
+        let count = commands.len();
+        let mut batch = Vec::with_capacity(count + 2);
+        batch.push(vec![Bytes::from_static(b"MULTI")]);
+        batch.extend(commands);
+        batch.push(vec![Bytes::from_static(b"EXEC")]);
+        let options = Options {
+            max_attempts: Some(1),
+            ..Options::default()
+        };
+        let client = self.transactions.acquire().await;
+        let results = send_in_order(&*client, batch, Some(&options)).await;
+        drop(client);
+        let mut frames = Vec::with_capacity(results.len());
+        for result in results {
+            frames.push(result.map_err(|e| self.map_error(e))?);
+        }
+        let exec_reply = frames.pop().unwrap_or(Frame::Null);
+        if let Some(text) = reply::error_text(&exec_reply) {
+            let first_queue_error = frames.iter().skip(1).find_map(reply::error_text);
+            return Ok(TransactionOutcome::Discarded(match first_queue_error {
+                Some(cause) => format!("{text} First error: {cause}"),
+                None => text,
+            }));
+        }
+        match exec_reply {
+            Frame::Array { data, .. } => Ok(TransactionOutcome::Executed(data)),
+            _ => Ok(TransactionOutcome::Discarded(
+                "EXECABORT Transaction discarded".to_string(),
+            )),
+        }
+    }
+
+    /// `PING` on a shared connection, for readiness probes.
+    pub async fn ping(&self) -> Result<(), BackendError> {
+        let frame = self.execute(vec![Bytes::from_static(b"PING")]).await?;
+        match reply::error_text(&frame) {
+            Some(text) => Err(BackendError::Unavailable(text)),
+            None => Ok(()),
+        }
+    }
+
+    /// Closes every connection.
+    pub async fn shutdown(&self) {
+        let _ = self.shared.quit().await;
+        for client in self.transactions.clients() {
+            let _ = client.lock().await.quit().await;
+        }
+    }
+
+    fn map_error(&self, error: FredError) -> BackendError {
+        match error.kind() {
+            ErrorKind::Timeout => BackendError::Timeout(self.command_timeout.as_millis()),
+            _ => BackendError::Unavailable(error.details().to_string()),
+        }
+    }
+}
+
+fn to_custom(args: Vec<Bytes>) -> (CustomCommand, Vec<Value>) {
+    let mut args = args.into_iter();
+    let name = args
+        .next()
+        .map(|n| String::from_utf8_lossy(&n).into_owned())
+        .unwrap_or_default();
+    let command = CustomCommand::new(name, ClusterHash::FirstKey, false);
+    (command, args.map(Value::Bytes).collect())
+}
+
+/// Hands every command to fred before awaiting any reply. Each `custom_raw`
+/// enqueues its command synchronously on its first poll, and `join_all` polls
+/// in order, so commands reach the connection in the caller's order.
+async fn send_in_order<C: ClientLike>(
+    client: &C,
+    commands: Vec<Vec<Bytes>>,
+    options: Option<&Options>,
+) -> Vec<Result<Frame, FredError>> {
+    let futures = commands.into_iter().map(|args| {
+        let (command, args) = to_custom(args);
+        async move {
+            match options {
+                Some(options) => client.with_options(options).custom_raw(command, args).await,
+                None => client.custom_raw(command, args).await,
+            }
+        }
+    });
+    futures::future::join_all(futures).await
+}

@@ -1,0 +1,225 @@
+//! Configuration from environment variables (and an optional `.env`, loaded by `main`).
+//!
+//! Every variable, with its default, is listed in `.env.example`.
+
+use std::time::Duration;
+
+/// Default listen address.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8079";
+/// Default Redis URL.
+pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379";
+/// Default request body limit: 10 MiB, like Upstash.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 10 * 1024 * 1024;
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Validated settings for one restash process.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `RESTASH_LISTEN`: address to bind.
+    pub listen: String,
+    /// `REDIS_URL`: `redis://`, `rediss://` or `redis+unix://`.
+    pub redis_url: String,
+    /// `RESTASH_TOKEN`: the standard token; `None` means generate one at start-up.
+    pub token: Option<String>,
+    /// `RESTASH_READONLY_TOKEN`: optional read-only token.
+    pub readonly_token: Option<String>,
+    /// `RESTASH_COMMAND_TIMEOUT_MS`: longest wait for a Redis reply.
+    pub command_timeout: Duration,
+    /// `RESTASH_CONNECT_TIMEOUT_MS`: longest wait for a Redis connection.
+    pub connect_timeout: Duration,
+    /// `RESTASH_MAX_BODY_BYTES`: request body limit.
+    pub max_body_bytes: usize,
+    /// `RESTASH_REDIS_CONNECTIONS`: shared multiplexed connections.
+    pub redis_connections: usize,
+    /// `RESTASH_TRANSACTION_CONNECTIONS`: dedicated connections for `/multi-exec`.
+    pub transaction_connections: usize,
+    /// `RESTASH_COMMAND_BUFFER`: queued commands per connection before backpressure.
+    pub command_buffer: usize,
+    /// `RESTASH_RECONNECT_MAX_DELAY_MS`: cap of the exponential reconnect delay.
+    pub reconnect_max_delay: Duration,
+    /// `RESTASH_SHUTDOWN_TIMEOUT_MS`: how long shutdown waits for in-flight requests.
+    pub shutdown_timeout: Duration,
+    /// `RESTASH_LOG_FORMAT`: `text` or `json`.
+    pub log_format: LogFormat,
+    /// `RESTASH_LOG` (or `RUST_LOG`): tracing filter.
+    pub log_filter: String,
+}
+
+/// A variable that could not be used.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    /// The value does not parse.
+    #[error("{name}={value:?} is invalid: {reason}")]
+    Invalid {
+        /// Variable name.
+        name: &'static str,
+        /// The offending value.
+        value: String,
+        /// What was expected.
+        reason: &'static str,
+    },
+}
+
+impl Config {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads settings through `lookup` (the environment, or a map in tests).
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let get = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
+        let millis = |name: &'static str, default: u64| -> Result<Duration, ConfigError> {
+            Ok(Duration::from_millis(number(name, get(name), default)?))
+        };
+        let log_format = match get("RESTASH_LOG_FORMAT").as_deref() {
+            None | Some("text") => LogFormat::Text,
+            Some("json") => LogFormat::Json,
+            Some(other) => {
+                return Err(ConfigError::Invalid {
+                    name: "RESTASH_LOG_FORMAT",
+                    value: other.to_string(),
+                    reason: "expected text or json",
+                })
+            }
+        };
+        Ok(Config {
+            listen: get("RESTASH_LISTEN").unwrap_or_else(|| DEFAULT_LISTEN.to_string()),
+            redis_url: get("REDIS_URL").unwrap_or_else(|| DEFAULT_REDIS_URL.to_string()),
+            token: get("RESTASH_TOKEN"),
+            readonly_token: get("RESTASH_READONLY_TOKEN"),
+            command_timeout: millis("RESTASH_COMMAND_TIMEOUT_MS", 5_000)?,
+            connect_timeout: millis("RESTASH_CONNECT_TIMEOUT_MS", 2_000)?,
+            max_body_bytes: number(
+                "RESTASH_MAX_BODY_BYTES",
+                get("RESTASH_MAX_BODY_BYTES"),
+                DEFAULT_MAX_BODY_BYTES as u64,
+            )? as usize,
+            redis_connections: number(
+                "RESTASH_REDIS_CONNECTIONS",
+                get("RESTASH_REDIS_CONNECTIONS"),
+                2,
+            )? as usize,
+            transaction_connections: number(
+                "RESTASH_TRANSACTION_CONNECTIONS",
+                get("RESTASH_TRANSACTION_CONNECTIONS"),
+                4,
+            )? as usize,
+            command_buffer: number(
+                "RESTASH_COMMAND_BUFFER",
+                get("RESTASH_COMMAND_BUFFER"),
+                65_536,
+            )? as usize,
+            reconnect_max_delay: millis("RESTASH_RECONNECT_MAX_DELAY_MS", 1_000)?,
+            shutdown_timeout: millis("RESTASH_SHUTDOWN_TIMEOUT_MS", 10_000)?,
+            log_format,
+            log_filter: get("RESTASH_LOG")
+                .or_else(|| get("RUST_LOG"))
+                .unwrap_or_else(|| "info".to_string()),
+        })
+    }
+
+    /// The Redis URL with any password replaced by `***`, for logs.
+    pub fn redis_url_redacted(&self) -> String {
+        redact_url(&self.redis_url)
+    }
+}
+
+fn number(name: &'static str, value: Option<String>, default: u64) -> Result<u64, ConfigError> {
+    match value {
+        None => Ok(default),
+        Some(v) => v
+            .trim()
+            .parse::<u64>()
+            .ok()
+            .filter(|n| *n > 0)
+            .ok_or(ConfigError::Invalid {
+                name,
+                value: v,
+                reason: "expected a positive whole number",
+            }),
+    }
+}
+
+/// Replaces the password of `scheme://user:password@host` with `***`.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    match rest.split_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split_once(':').map_or("", |(u, _)| u);
+            if userinfo.contains(':') {
+                format!("{scheme}://{user}:***@{host}")
+            } else {
+                format!("{scheme}://***@{host}")
+            }
+        }
+        None => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn config(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::from_lookup(|name| map.get(name).cloned())
+    }
+
+    #[test]
+    fn defaults() {
+        let c = config(&[]).unwrap();
+        assert_eq!(c.listen, "127.0.0.1:8079");
+        assert_eq!(c.redis_url, "redis://127.0.0.1:6379");
+        assert_eq!(c.token, None);
+        assert_eq!(c.max_body_bytes, 10 * 1024 * 1024);
+        assert_eq!(c.command_timeout, Duration::from_secs(5));
+        assert_eq!(c.log_format, LogFormat::Text);
+    }
+
+    #[test]
+    fn overrides_and_blank_values() {
+        let c = config(&[
+            ("RESTASH_LISTEN", "0.0.0.0:80"),
+            ("RESTASH_TOKEN", ""),
+            ("RESTASH_COMMAND_TIMEOUT_MS", "250"),
+            ("RESTASH_LOG_FORMAT", "json"),
+        ])
+        .unwrap();
+        assert_eq!(c.listen, "0.0.0.0:80");
+        assert_eq!(c.token, None);
+        assert_eq!(c.command_timeout, Duration::from_millis(250));
+        assert_eq!(c.log_format, LogFormat::Json);
+    }
+
+    #[test]
+    fn invalid_values_are_named() {
+        let err = config(&[("RESTASH_MAX_BODY_BYTES", "ten")]).unwrap_err();
+        assert!(err
+            .to_string()
+            .starts_with("RESTASH_MAX_BODY_BYTES=\"ten\" is invalid"));
+        assert!(config(&[("RESTASH_LOG_FORMAT", "xml")]).is_err());
+        assert!(config(&[("RESTASH_REDIS_CONNECTIONS", "0")]).is_err());
+    }
+
+    #[test]
+    fn redaction() {
+        assert_eq!(redact_url("redis://:pw@h:1"), "redis://:***@h:1");
+        assert_eq!(redact_url("rediss://u:pw@h:1/0"), "rediss://u:***@h:1/0");
+        assert_eq!(redact_url("redis://h:1"), "redis://h:1");
+    }
+}

@@ -1,0 +1,166 @@
+//! Command endpoints: `POST /`, path-style commands, `/pipeline` and `/multi-exec`.
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{header, HeaderValue, Method, Uri};
+use axum::response::{IntoResponse, Response};
+
+use super::extract::{Caller, RawBody, ReplyFormat};
+use super::AppState;
+use crate::backend::TransactionOutcome;
+use crate::error::ApiError;
+use crate::policy::{prepare, Access, Refusal, ReplyFix};
+use crate::protocol::reply::{self, Frame};
+use crate::protocol::request::{parse_command_json, parse_path_command, parse_pipeline_json};
+use crate::protocol::Command;
+
+/// `POST /` with a JSON array body.
+pub async fn json_command(
+    State(state): State<AppState>,
+    Caller(access): Caller,
+    format: ReplyFormat,
+    RawBody(body): RawBody,
+) -> Result<Response, ApiError> {
+    let command = parse_command_json(&body)?;
+    run_single(&state, access, format, command).await
+}
+
+/// `GET|HEAD|POST|PUT /<command>/<arg>/…`: the body (if any) is the last argument.
+pub async fn path_command(
+    State(state): State<AppState>,
+    Caller(access): Caller,
+    format: ReplyFormat,
+    method: Method,
+    uri: Uri,
+    RawBody(body): RawBody,
+) -> Result<Response, ApiError> {
+    let body = (method == Method::POST || method == Method::PUT).then_some(body);
+    let command = parse_path_command(uri.path(), body, uri.query())?;
+    run_single(&state, access, format, command).await
+}
+
+async fn run_single(
+    state: &AppState,
+    access: Access,
+    format: ReplyFormat,
+    command: Command,
+) -> Result<Response, ApiError> {
+    let table = state.command_table();
+    let prepared = prepare(command, access, table.as_deref(), state.scripts())?;
+    let frame = state.backend().execute(prepared.args).await?;
+    let frame = prepared.fix.apply(frame);
+    if let Some(text) = reply::error_text(&frame) {
+        return Err(ApiError::Redis(text));
+    }
+    let mut body = Vec::with_capacity(64);
+    if format.resp2 {
+        reply::write_resp2(&mut body, &frame);
+        return Ok(bytes_response(body, "application/octet-stream"));
+    }
+    reply::write_item(&mut body, &frame, format.encoding);
+    Ok(bytes_response(body, "application/json"))
+}
+
+/// One pipeline item: sent to Redis with its reply fix, or refused by restash.
+enum Slot {
+    Sent(ReplyFix),
+    Refused(String),
+}
+
+/// `POST /pipeline`: in order, not atomic, one result per command.
+pub async fn pipeline(
+    State(state): State<AppState>,
+    Caller(access): Caller,
+    format: ReplyFormat,
+    RawBody(body): RawBody,
+) -> Result<Response, ApiError> {
+    let commands = parse_pipeline_json(&body)?;
+    drop(body);
+    let table = state.command_table();
+    let mut slots = Vec::with_capacity(commands.len());
+    let mut to_send = Vec::with_capacity(commands.len());
+    for command in commands {
+        match prepare(command, access, table.as_deref(), state.scripts()) {
+            Ok(prepared) => {
+                to_send.push(prepared.args);
+                slots.push(Slot::Sent(prepared.fix));
+            }
+            Err(refusal) => slots.push(Slot::Refused(refusal.to_string())),
+        }
+    }
+    let mut replies = state.backend().pipeline(to_send).await?.into_iter();
+    let frames: Vec<Frame> = slots
+        .into_iter()
+        .map(|slot| match slot {
+            Slot::Sent(fix) => fix.apply(replies.next().unwrap_or(Frame::Null)),
+            Slot::Refused(text) => reply::error(text),
+        })
+        .collect();
+    Ok(encode_list(&frames, format))
+}
+
+/// `POST /multi-exec`: MULTI/EXEC on a dedicated connection, one result per command.
+pub async fn multi_exec(
+    State(state): State<AppState>,
+    Caller(access): Caller,
+    format: ReplyFormat,
+    RawBody(body): RawBody,
+) -> Result<Response, ApiError> {
+    if format.resp2 {
+        return Err(ApiError::BadRequest(
+            "ERR Upstash-Response-Format: resp2 is not supported for /multi-exec".into(),
+        ));
+    }
+    let commands = parse_pipeline_json(&body)?;
+    drop(body);
+    let table = state.command_table();
+    let mut fixes = Vec::with_capacity(commands.len());
+    let mut to_send = Vec::with_capacity(commands.len());
+    for command in commands {
+        let prepared = prepare(command, access, table.as_deref(), state.scripts())
+            .map_err(refusal_in_transaction)?;
+        to_send.push(prepared.args);
+        fixes.push(prepared.fix);
+    }
+    match state.backend().transaction(to_send).await? {
+        TransactionOutcome::Discarded(text) => Err(ApiError::Redis(text)),
+        TransactionOutcome::Executed(frames) => {
+            let frames: Vec<Frame> = frames
+                .into_iter()
+                .zip(fixes.iter())
+                .map(|(frame, fix)| fix.apply(frame))
+                .collect();
+            Ok(encode_list(&frames, format))
+        }
+    }
+}
+
+/// A transaction is all or nothing: one refused command refuses it whole.
+fn refusal_in_transaction(refusal: Refusal) -> ApiError {
+    ApiError::from(refusal)
+}
+
+fn encode_list(frames: &[Frame], format: ReplyFormat) -> Response {
+    let mut body = Vec::with_capacity(16 + frames.len() * 24);
+    if format.resp2 {
+        frames.iter().for_each(|f| reply::write_resp2(&mut body, f));
+        return bytes_response(body, "application/octet-stream");
+    }
+    body.push(b'[');
+    for (i, frame) in frames.iter().enumerate() {
+        if i > 0 {
+            body.push(b',');
+        }
+        reply::write_item(&mut body, frame, format.encoding);
+    }
+    body.push(b']');
+    bytes_response(body, "application/json")
+}
+
+fn bytes_response(body: Vec<u8>, content_type: &'static str) -> Response {
+    (
+        [(header::CONTENT_TYPE, HeaderValue::from_static(content_type))],
+        Bytes::from(body),
+    )
+        .into_response()
+}

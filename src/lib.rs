@@ -1,0 +1,137 @@
+//! restash: a self-hosted, Upstash-compatible HTTP REST gateway for Redis.
+//!
+//! # Layout
+//! - [`config`]: settings from the environment;
+//! - [`protocol`]: pure request parsing and reply encoding (the Upstash wire format);
+//! - [`policy`]: pure decisions on what to send (read-only tokens, refusals, rewrites);
+//! - [`backend`]: the only module that imports fred;
+//! - [`auth`]: tokens and constant-time checks;
+//! - [`http`]: the only module that imports axum;
+//! - [`error`]: the API error enum and its `{"error": …}` rendering.
+//!
+//! `main` and every integration test call the same [`serve`].
+
+pub mod auth;
+pub mod backend;
+pub mod config;
+pub mod error;
+pub mod http;
+pub mod policy;
+pub mod protocol;
+pub mod telemetry;
+
+use std::future::Future;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::net::TcpListener;
+
+use crate::auth::Tokens;
+use crate::backend::{Backend, BackendError, BackendSettings};
+use crate::config::Config;
+use crate::http::AppState;
+use crate::policy::CommandTable;
+use crate::protocol::reply;
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// Redis settings were rejected.
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+    /// The HTTP server failed.
+    #[error("HTTP server error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Runs restash on `listener` until `shutdown` resolves, then drains in-flight requests.
+///
+/// `token` is the standard token to accept (callers generate one when none is configured).
+pub async fn serve(
+    listener: TcpListener,
+    config: Config,
+    token: String,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    let backend = Backend::connect(&backend_settings(&config)).await?;
+    if !backend.wait_until_connected(config.connect_timeout).await {
+        tracing::warn!(
+            redis = %config.redis_url_redacted(),
+            "Redis is not reachable yet; answering 503 until it is"
+        );
+    }
+    let tokens = Tokens::new(&token, config.readonly_token.as_deref());
+    let state = AppState::new(backend.clone(), tokens, config.max_body_bytes);
+    let loader = tokio::spawn(load_command_table(state.clone()));
+    let app = http::router(state);
+
+    let (drained_tx, drained_rx) = tokio::sync::oneshot::channel::<()>();
+    let shutdown_timeout = config.shutdown_timeout;
+    let signal = async move {
+        shutdown.await;
+        tracing::info!("shutting down: finishing in-flight requests");
+        let _ = drained_tx.send(());
+    };
+    let server = axum::serve(listener, app).with_graceful_shutdown(signal);
+    let server = async move { server.await };
+    tokio::pin!(server);
+    let result = tokio::select! {
+        result = &mut server => result,
+        _ = async {
+            // Once shutdown starts, give in-flight requests a bounded time.
+            if drained_rx.await.is_ok() {
+                tokio::time::sleep(shutdown_timeout).await;
+            } else {
+                std::future::pending::<()>().await;
+            }
+        } => {
+            tracing::warn!("shutdown timeout reached; closing remaining connections");
+            Ok(())
+        }
+    };
+    loader.abort();
+    backend.shutdown().await;
+    result.map_err(ServeError::from)
+}
+
+fn backend_settings(config: &Config) -> BackendSettings {
+    BackendSettings {
+        url: config.redis_url.clone(),
+        connections: config.redis_connections,
+        transaction_connections: config.transaction_connections,
+        command_timeout: config.command_timeout,
+        connect_timeout: config.connect_timeout,
+        command_buffer: config.command_buffer,
+        reconnect_max_delay: config.reconnect_max_delay,
+    }
+}
+
+/// Reads `COMMAND` from Redis, retrying until it succeeds.
+async fn load_command_table(state: AppState) {
+    let mut delay = Duration::from_millis(100);
+    loop {
+        match state
+            .backend()
+            .execute(vec![Bytes::from_static(b"COMMAND")])
+            .await
+        {
+            Ok(frame) if reply::error_text(&frame).is_none() => {
+                match CommandTable::from_frame(&frame) {
+                    Ok(table) => {
+                        tracing::info!(commands = table.len(), "loaded the Redis command table");
+                        state.set_command_table(table);
+                        return;
+                    }
+                    Err(error) => tracing::error!(%error, "cannot read the Redis command table"),
+                }
+            }
+            Ok(frame) => tracing::warn!(
+                error = reply::error_text(&frame).unwrap_or_default(),
+                "COMMAND failed"
+            ),
+            Err(error) => tracing::debug!(%error, "COMMAND failed; retrying"),
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(2));
+    }
+}

@@ -1,0 +1,425 @@
+//! Turns a parsed [`Command`] into what is sent to Redis, or refuses it.
+//!
+//! Order of checks: command-name validity, connection-state commands (refused on
+//! a shared connection), the read-only policy, then rewrites: blocking commands
+//! run as their non-blocking forms (Upstash answers them as if they could not
+//! wait), and Lua scripts lose Upstash's `allow-key-locking` flag.
+
+use bytes::Bytes;
+
+use super::scripts::ScriptRegistry;
+use super::table::CommandTable;
+use crate::protocol::reply::{self, Frame};
+use crate::protocol::Command;
+
+/// What a token may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Every command restash allows.
+    Standard,
+    /// Commands in Redis' `@read` category that are not `@dangerous`, plus a few extras.
+    ReadOnly,
+}
+
+/// A change applied to Redis' reply before it is encoded.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ReplyFix {
+    /// Send the reply as it is.
+    None,
+    /// Replace a successful reply (SCRIPT LOAD answers the client's SHA).
+    Replace(Frame),
+    /// `LMPOP` reply `[key, [value]]` to `BLPOP`'s `[key, value]`.
+    ListPopPair,
+    /// `ZMPOP` reply `[key, [[member, score]]]` to `BZPOPMIN`'s `[key, member, score]`.
+    SortedSetPopTriple,
+}
+
+impl ReplyFix {
+    /// Applies the fix; error replies always pass through unchanged.
+    pub fn apply(&self, frame: Frame) -> Frame {
+        if reply::error_text(&frame).is_some() {
+            return frame;
+        }
+        match self {
+            ReplyFix::None => frame,
+            ReplyFix::Replace(replacement) => replacement.clone(),
+            ReplyFix::ListPopPair => match frame {
+                Frame::Array { mut data, .. } if data.len() == 2 => {
+                    let values = data.pop();
+                    let key = data.pop();
+                    match (key, values) {
+                        (Some(key), Some(Frame::Array { data: mut vals, .. }))
+                            if !vals.is_empty() =>
+                        {
+                            reply::array(vec![key, vals.swap_remove(0)])
+                        }
+                        _ => Frame::Null,
+                    }
+                }
+                other => other,
+            },
+            ReplyFix::SortedSetPopTriple => match frame {
+                Frame::Array { mut data, .. } if data.len() == 2 => {
+                    let pairs = data.pop();
+                    let key = data.pop();
+                    match (key, pairs) {
+                        (
+                            Some(key),
+                            Some(Frame::Array {
+                                data: mut pairs, ..
+                            }),
+                        ) if !pairs.is_empty() => match pairs.swap_remove(0) {
+                            Frame::Array { data: mut pair, .. } if pair.len() == 2 => {
+                                let score = pair.pop().unwrap_or(Frame::Null);
+                                let member = pair.pop().unwrap_or(Frame::Null);
+                                reply::array(vec![key, member, score])
+                            }
+                            _ => Frame::Null,
+                        },
+                        _ => Frame::Null,
+                    }
+                }
+                other => other,
+            },
+        }
+    }
+}
+
+/// A command ready for Redis.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Prepared {
+    /// Name and arguments as sent.
+    pub args: Vec<Bytes>,
+    /// What to do with the reply.
+    pub fix: ReplyFix,
+}
+
+/// Why restash will not send a command.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// Not available over a shared connection, or malformed: 400.
+    #[error("{0}")]
+    Unsupported(String),
+    /// The token may not run it: 403.
+    #[error("{0}")]
+    NoPermission(String),
+    /// The command table is not loaded yet (Redis unreachable since start-up): 503.
+    #[error("ERR restash has not loaded the Redis command table yet; Redis may be unreachable")]
+    NotReady,
+}
+
+/// Decides what to send for `command`.
+pub fn prepare(
+    command: Command,
+    access: Access,
+    table: Option<&CommandTable>,
+    scripts: &ScriptRegistry,
+) -> Result<Prepared, Refusal> {
+    let name = command.name_lowercase();
+    if let Some(reason) = connection_state_reason(&name, &command) {
+        return Err(Refusal::Unsupported(format!(
+            "ERR Command is not available: '{}'. {reason}",
+            display_name(&name, &command)
+        )));
+    }
+    let info = table.and_then(|t| t.lookup(&command));
+    if access == Access::ReadOnly {
+        if table.is_none() {
+            return Err(Refusal::NotReady);
+        }
+        if !info.is_some_and(|i| i.read_only_allowed) {
+            // Redis' ACL errors name subcommands as `config|set`.
+            let acl_name = info.map_or(name.as_str(), |i| i.name.as_str());
+            return Err(Refusal::NoPermission(format!(
+                "NOPERM this user has no permissions to run the '{acl_name}' command"
+            )));
+        }
+    }
+    let blocking = info.is_some_and(|i| i.has_flag("blocking"));
+    let mut args = command.args;
+    let fix = match name.as_str() {
+        "blpop" | "brpop" if args.len() >= 3 => {
+            // BLPOP k1 k2 timeout -> LMPOP 2 k1 k2 LEFT
+            let side: &'static [u8] = if name == "blpop" { b"LEFT" } else { b"RIGHT" };
+            args.pop();
+            let keys = args.len() - 1;
+            args[0] = Bytes::from_static(b"LMPOP");
+            args.insert(1, count_arg(keys));
+            args.push(Bytes::from_static(side));
+            ReplyFix::ListPopPair
+        }
+        "bzpopmin" | "bzpopmax" if args.len() >= 3 => {
+            let side: &'static [u8] = if name == "bzpopmin" { b"MIN" } else { b"MAX" };
+            args.pop();
+            let keys = args.len() - 1;
+            args[0] = Bytes::from_static(b"ZMPOP");
+            args.insert(1, count_arg(keys));
+            args.push(Bytes::from_static(side));
+            ReplyFix::SortedSetPopTriple
+        }
+        "blmpop" | "bzmpop" if args.len() >= 5 => {
+            // BLMPOP timeout numkeys … -> LMPOP numkeys …
+            args.remove(1);
+            args[0] = Bytes::from_static(if name == "blmpop" { b"LMPOP" } else { b"ZMPOP" });
+            ReplyFix::None
+        }
+        "blmove" if args.len() == 6 => {
+            args.pop();
+            args[0] = Bytes::from_static(b"LMOVE");
+            ReplyFix::None
+        }
+        "brpoplpush" if args.len() == 4 => {
+            args.pop();
+            args[0] = Bytes::from_static(b"RPOPLPUSH");
+            ReplyFix::None
+        }
+        "xread" | "xreadgroup" => {
+            remove_block_option(&mut args);
+            ReplyFix::None
+        }
+        "wait" | "waitaof" => {
+            return Err(Refusal::Unsupported(format!(
+                "ERR Command is not available: '{name}'. It blocks a connection that other callers share"
+            )))
+        }
+        "eval" | "eval_ro" if args.len() >= 2 => {
+            if let Some((script, _)) = scripts.rewrite(&args[1]) {
+                args[1] = script;
+            }
+            ReplyFix::None
+        }
+        "evalsha" | "evalsha_ro" if args.len() >= 2 => {
+            if let Some(sha) = scripts.server_sha(&args[1]) {
+                args[1] = sha;
+            }
+            ReplyFix::None
+        }
+        "script" => prepare_script_subcommand(&mut args, scripts),
+        _ => {
+            if blocking {
+                return Err(Refusal::Unsupported(format!(
+                    "ERR Command is not available: '{name}'. Blocking commands cannot run on a shared connection"
+                )));
+            }
+            ReplyFix::None
+        }
+    };
+    Ok(Prepared { args, fix })
+}
+
+fn prepare_script_subcommand(args: &mut [Bytes], scripts: &ScriptRegistry) -> ReplyFix {
+    let sub = args
+        .get(1)
+        .map(|s| String::from_utf8_lossy(s).to_ascii_lowercase());
+    match sub.as_deref() {
+        Some("load") if args.len() == 3 => match scripts.rewrite(&args[2]) {
+            Some((script, client_sha)) => {
+                args[2] = script;
+                ReplyFix::Replace(reply::bulk(client_sha))
+            }
+            None => ReplyFix::None,
+        },
+        Some("exists") => {
+            for sha in args.iter_mut().skip(2) {
+                if let Some(server) = scripts.server_sha(sha) {
+                    *sha = server;
+                }
+            }
+            ReplyFix::None
+        }
+        _ => ReplyFix::None,
+    }
+}
+
+/// Why a connection-state command cannot run over shared connections, if it is one.
+fn connection_state_reason(name: &str, command: &Command) -> Option<&'static str> {
+    const SHARED: &str = "Connections to Redis are shared by every caller, so per-connection state cannot be kept between requests";
+    match name {
+        "multi" | "exec" | "discard" => {
+            Some("Send the whole transaction to /multi-exec instead")
+        }
+        "watch" | "unwatch" => Some(SHARED),
+        "subscribe" | "psubscribe" | "ssubscribe" | "unsubscribe" | "punsubscribe"
+        | "sunsubscribe" => Some("Use the /subscribe/<channel> or /psubscribe/<pattern> Server-Sent Events endpoints instead"),
+        "monitor" => Some("Use the /monitor Server-Sent Events endpoint instead"),
+        "auth" | "select" | "hello" | "quit" | "reset" | "readonly" | "readwrite" | "sync"
+        | "psync" | "replconf" => Some(SHARED),
+        "client" => {
+            let sub = command.arg_lowercase(1).unwrap_or_default();
+            match sub.as_str() {
+                "id" | "info" | "list" | "getname" | "getredir" | "trackinginfo" | "help" => None,
+                _ => Some(SHARED),
+            }
+        }
+        _ => None,
+    }
+}
+
+fn display_name(name: &str, command: &Command) -> String {
+    match (name, command.arg_lowercase(1)) {
+        ("client", Some(sub)) => format!("client|{sub}"),
+        _ => name.to_string(),
+    }
+}
+
+fn count_arg(count: usize) -> Bytes {
+    Bytes::from(count.to_string())
+}
+
+/// Drops `BLOCK <ms>` from XREAD/XREADGROUP options (before `STREAMS`).
+fn remove_block_option(args: &mut Vec<Bytes>) {
+    let mut i = 1;
+    while i < args.len() {
+        let word = args[i].to_ascii_lowercase();
+        if word == b"streams" {
+            return;
+        }
+        if word == b"block" && i + 1 < args.len() {
+            args.drain(i..i + 2);
+            continue;
+        }
+        i += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cmd(parts: &[&str]) -> Command {
+        Command::from_parts(parts.iter().map(|s| s.to_string()))
+    }
+
+    fn sent(parts: &[&str]) -> Vec<String> {
+        let p = prepare(
+            cmd(parts),
+            Access::Standard,
+            None,
+            &ScriptRegistry::default(),
+        )
+        .unwrap();
+        p.args
+            .iter()
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn blocking_commands_become_non_blocking() {
+        assert_eq!(
+            sent(&["BLPOP", "a", "b", "5"]),
+            ["LMPOP", "2", "a", "b", "LEFT"]
+        );
+        assert_eq!(sent(&["brpop", "a", "0"]), ["LMPOP", "1", "a", "RIGHT"]);
+        assert_eq!(sent(&["BZPOPMAX", "z", "1"]), ["ZMPOP", "1", "z", "MAX"]);
+        assert_eq!(
+            sent(&["BLMOVE", "s", "d", "LEFT", "RIGHT", "0"]),
+            ["LMOVE", "s", "d", "LEFT", "RIGHT"]
+        );
+        assert_eq!(
+            sent(&["BRPOPLPUSH", "s", "d", "1"]),
+            ["RPOPLPUSH", "s", "d"]
+        );
+        assert_eq!(
+            sent(&["BLMPOP", "0", "1", "k", "LEFT", "COUNT", "2"]),
+            ["LMPOP", "1", "k", "LEFT", "COUNT", "2"]
+        );
+        assert_eq!(
+            sent(&["XREAD", "COUNT", "2", "BLOCK", "0", "STREAMS", "block", "0"]),
+            ["XREAD", "COUNT", "2", "STREAMS", "block", "0"]
+        );
+        // Wrong arity goes to Redis untouched, which answers its own error at once.
+        assert_eq!(sent(&["BLPOP", "a"]), ["BLPOP", "a"]);
+    }
+
+    #[test]
+    fn reply_fixes() {
+        let pair = reply::array(vec![reply::bulk("k"), reply::array(vec![reply::bulk("v")])]);
+        assert_eq!(
+            ReplyFix::ListPopPair.apply(pair),
+            reply::array(vec![reply::bulk("k"), reply::bulk("v")])
+        );
+        assert_eq!(ReplyFix::ListPopPair.apply(Frame::Null), Frame::Null);
+        let zpop = reply::array(vec![
+            reply::bulk("z"),
+            reply::array(vec![reply::array(vec![
+                reply::bulk("m"),
+                reply::bulk("1.5"),
+            ])]),
+        ]);
+        assert_eq!(
+            ReplyFix::SortedSetPopTriple.apply(zpop),
+            reply::array(vec![reply::bulk("z"), reply::bulk("m"), reply::bulk("1.5")])
+        );
+        let err = reply::error("ERR x");
+        assert_eq!(ReplyFix::Replace(reply::bulk("y")).apply(err.clone()), err);
+    }
+
+    #[test]
+    fn connection_state_commands_are_refused() {
+        let scripts = ScriptRegistry::default();
+        for parts in [
+            &["SELECT", "1"][..],
+            &["AUTH", "x"],
+            &["MULTI"],
+            &["exec"],
+            &["WATCH", "k"],
+            &["SUBSCRIBE", "c"],
+            &["MONITOR"],
+            &["CLIENT", "SETNAME", "x"],
+            &["HELLO", "3"],
+            &["WAIT", "1", "0"],
+        ] {
+            let err = prepare(cmd(parts), Access::Standard, None, &scripts).unwrap_err();
+            assert!(
+                matches!(&err, Refusal::Unsupported(m) if m.starts_with("ERR Command is not available")),
+                "{parts:?}: {err:?}"
+            );
+        }
+        assert!(prepare(cmd(&["CLIENT", "ID"]), Access::Standard, None, &scripts).is_ok());
+    }
+
+    #[test]
+    fn read_only_without_table_is_not_ready() {
+        let err = prepare(
+            cmd(&["GET", "k"]),
+            Access::ReadOnly,
+            None,
+            &ScriptRegistry::default(),
+        )
+        .unwrap_err();
+        assert_eq!(err, Refusal::NotReady);
+    }
+
+    #[test]
+    fn script_load_answers_the_client_sha() {
+        let scripts = ScriptRegistry::default();
+        let source = "#!lua flags=allow-key-locking\nreturn 1";
+        let p = prepare(
+            cmd(&["SCRIPT", "LOAD", source]),
+            Access::Standard,
+            None,
+            &scripts,
+        )
+        .unwrap();
+        assert_eq!(p.args[2], Bytes::from_static(b"#!lua\nreturn 1"));
+        assert_eq!(
+            p.fix,
+            ReplyFix::Replace(reply::bulk(super::super::scripts::sha1_hex(
+                source.as_bytes()
+            )))
+        );
+        let client_sha = super::super::scripts::sha1_hex(source.as_bytes());
+        let p = prepare(
+            cmd(&["EVALSHA", &client_sha, "0"]),
+            Access::Standard,
+            None,
+            &scripts,
+        )
+        .unwrap();
+        assert_eq!(
+            p.args[1],
+            Bytes::from(super::super::scripts::sha1_hex(b"#!lua\nreturn 1"))
+        );
+    }
+}

@@ -1,0 +1,374 @@
+//! Request parsing: JSON command arrays, pipelines and path-style commands.
+//!
+//! ```text
+//! POST /           ["SET", "key", "value", "EX", 100]
+//! POST /pipeline   [["SET", "a", "1"], ["GET", "a"]]
+//! GET  /set/key/value?EX=100        -> SET key value EX 100
+//! POST /set/key?EX=100  body=V      -> SET key V EX 100
+//! ```
+//!
+//! JSON arguments may be strings, numbers or booleans. Numbers are forwarded as
+//! their literal JSON text (`18446744073709551615`, `1e+21` and `0.1` reach
+//! Redis unchanged); booleans become `"true"`/`"false"`. Anything else is a
+//! [`RequestError`].
+
+use bytes::Bytes;
+use percent_encoding::percent_decode;
+use serde_json::value::RawValue;
+
+/// One Redis command: the name followed by its arguments, as raw bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Command {
+    /// `args[0]` is the command name exactly as the client sent it.
+    pub args: Vec<Bytes>,
+}
+
+impl Command {
+    /// Builds a command from string-like parts (handy in tests and internal calls).
+    pub fn from_parts<I, T>(parts: I) -> Self
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<Bytes>,
+    {
+        Command {
+            args: parts.into_iter().map(Into::into).collect(),
+        }
+    }
+
+    /// The command name in lower case (`get`, `json.set`), used for policy lookups.
+    pub fn name_lowercase(&self) -> String {
+        self.args
+            .first()
+            .map(|n| String::from_utf8_lossy(n).to_ascii_lowercase())
+            .unwrap_or_default()
+    }
+
+    /// The argument at `index` (0 is the name) lower-cased, if present and UTF-8.
+    pub fn arg_lowercase(&self, index: usize) -> Option<String> {
+        self.args
+            .get(index)
+            .and_then(|a| std::str::from_utf8(a).ok())
+            .map(str::to_ascii_lowercase)
+    }
+}
+
+/// Why a request body or path could not become a command.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum RequestError {
+    /// The body is not valid JSON.
+    #[error("ERR failed to parse the request body as JSON: {0}")]
+    MalformedJson(String),
+    /// The body is valid JSON but not an array.
+    #[error("ERR the request body must be a JSON array of command arguments, e.g. [\"SET\",\"key\",\"value\"]")]
+    NotAnArray,
+    /// A pipeline or transaction body is not an array of arrays.
+    #[error("ERR the request body must be a JSON array of commands, each a JSON array, e.g. [[\"SET\",\"a\",\"1\"],[\"GET\",\"a\"]]")]
+    NotAnArrayOfCommands,
+    /// `[]` as a command.
+    #[error("ERR empty command: the array must start with a command name")]
+    EmptyCommand,
+    /// `[]` as a pipeline or transaction.
+    #[error("ERR empty pipeline: send at least one command")]
+    EmptyPipeline,
+    /// The first element is not a non-empty string.
+    #[error("ERR the command name must be a non-empty string without spaces")]
+    BadCommandName,
+    /// An argument of a type Redis cannot take.
+    #[error("ERR argument {position} is {kind}; arguments must be strings, numbers or booleans")]
+    BadArgument {
+        /// 1-based position in the command array (the name is 1).
+        position: usize,
+        /// `null`, `an array` or `an object`.
+        kind: &'static str,
+    },
+}
+
+/// Parses `POST /` bodies: one JSON array of arguments.
+pub fn parse_command_json(body: &[u8]) -> Result<Command, RequestError> {
+    let items: Vec<&RawValue> = parse_array(body, RequestError::NotAnArray)?;
+    command_from_raw(&items)
+}
+
+/// Parses `/pipeline` and `/multi-exec` bodies: a JSON array of command arrays.
+pub fn parse_pipeline_json(body: &[u8]) -> Result<Vec<Command>, RequestError> {
+    let items: Vec<&RawValue> = parse_array(body, RequestError::NotAnArrayOfCommands)?;
+    if items.is_empty() {
+        return Err(RequestError::EmptyPipeline);
+    }
+    items
+        .into_iter()
+        .map(|item| {
+            if !item.get().starts_with('[') {
+                return Err(RequestError::NotAnArrayOfCommands);
+            }
+            let inner: Vec<&RawValue> = serde_json::from_str(item.get())
+                .map_err(|e| RequestError::MalformedJson(e.to_string()))?;
+            command_from_raw(&inner)
+        })
+        .collect()
+}
+
+fn parse_array<'a>(
+    body: &'a [u8],
+    not_array: RequestError,
+) -> Result<Vec<&'a RawValue>, RequestError> {
+    let text = std::str::from_utf8(body)
+        .map_err(|_| RequestError::MalformedJson("the body is not valid UTF-8".into()))?;
+    let trimmed = text.trim_start();
+    if trimmed.is_empty() {
+        return Err(RequestError::MalformedJson("the body is empty".into()));
+    }
+    // Check validity first so that `{"a":1}` reports "not an array", `[1,` reports bad JSON.
+    let value: &RawValue =
+        serde_json::from_str(text).map_err(|e| RequestError::MalformedJson(e.to_string()))?;
+    if !value.get().starts_with('[') {
+        return Err(not_array);
+    }
+    serde_json::from_str(value.get()).map_err(|e| RequestError::MalformedJson(e.to_string()))
+}
+
+fn command_from_raw(items: &[&RawValue]) -> Result<Command, RequestError> {
+    if items.is_empty() {
+        return Err(RequestError::EmptyCommand);
+    }
+    let mut args = Vec::with_capacity(items.len());
+    for (index, raw) in items.iter().enumerate() {
+        let arg = argument_from_raw(raw, index + 1)?;
+        if index == 0 && !is_valid_command_name(raw, &arg) {
+            return Err(RequestError::BadCommandName);
+        }
+        args.push(arg);
+    }
+    Ok(Command { args })
+}
+
+fn is_valid_command_name(raw: &RawValue, name: &Bytes) -> bool {
+    raw.get().starts_with('"') && is_valid_name_bytes(name)
+}
+
+/// A command name is non-empty and has no whitespace or control characters
+/// (fred splits names on spaces, which would let `"FLUSHALL x"` hide a command).
+pub fn is_valid_name_bytes(name: &[u8]) -> bool {
+    !name.is_empty() && name.iter().all(|b| b.is_ascii_graphic() || *b >= 0x80)
+}
+
+fn argument_from_raw(raw: &RawValue, position: usize) -> Result<Bytes, RequestError> {
+    let text = raw.get();
+    match text.as_bytes().first() {
+        Some(b'"') => {
+            let s: std::borrow::Cow<'_, str> = serde_json::from_str(text)
+                .map_err(|e| RequestError::MalformedJson(e.to_string()))?;
+            Ok(Bytes::from(s.into_owned()))
+        }
+        // Numbers keep their literal text: no round trip through f64.
+        Some(b'-' | b'0'..=b'9') => Ok(Bytes::copy_from_slice(text.as_bytes())),
+        Some(b't') => Ok(Bytes::from_static(b"true")),
+        Some(b'f') => Ok(Bytes::from_static(b"false")),
+        Some(b'n') => Err(RequestError::BadArgument {
+            position,
+            kind: "null",
+        }),
+        Some(b'[') => Err(RequestError::BadArgument {
+            position,
+            kind: "an array",
+        }),
+        _ => Err(RequestError::BadArgument {
+            position,
+            kind: "an object",
+        }),
+    }
+}
+
+/// Parses a path-style command.
+///
+/// `raw_path` is the undecoded request path (`/set/a%2Fb/c`), `body` an optional
+/// request body appended as one final argument when non-empty, and `raw_query`
+/// the undecoded query string whose pairs follow the body (`_token` excluded).
+pub fn parse_path_command(
+    raw_path: &str,
+    body: Option<Bytes>,
+    raw_query: Option<&str>,
+) -> Result<Command, RequestError> {
+    let trimmed = raw_path.strip_prefix('/').unwrap_or(raw_path);
+    let mut segments: Vec<&str> = trimmed.split('/').collect();
+    // `/get/key/` means `GET key`: one trailing slash adds no empty argument.
+    if segments.len() > 1 && segments.last() == Some(&"") {
+        segments.pop();
+    }
+    let mut args: Vec<Bytes> = segments
+        .iter()
+        .map(|s| Bytes::from(percent_decode(s.as_bytes()).collect::<Vec<u8>>()))
+        .collect();
+    if !args.first().is_some_and(|n| is_valid_name_bytes(n)) {
+        return Err(if args.first().is_some_and(|n| n.is_empty()) {
+            RequestError::EmptyCommand
+        } else {
+            RequestError::BadCommandName
+        });
+    }
+    if let Some(body) = body.filter(|b| !b.is_empty()) {
+        args.push(body);
+    }
+    if let Some(query) = raw_query {
+        for (key, value) in form_urlencoded::parse(query.as_bytes()) {
+            if key == "_token" {
+                continue;
+            }
+            args.push(Bytes::from(key.into_owned()));
+            if !value.is_empty() {
+                args.push(Bytes::from(value.into_owned()));
+            }
+        }
+    }
+    Ok(Command { args })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn strings(cmd: &Command) -> Vec<String> {
+        cmd.args
+            .iter()
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn json_strings_numbers_and_booleans() {
+        let cmd = parse_command_json(br#"["SET","k","v","EX",100,true,false]"#).unwrap();
+        assert_eq!(
+            strings(&cmd),
+            ["SET", "k", "v", "EX", "100", "true", "false"]
+        );
+    }
+
+    #[test]
+    fn json_numbers_keep_their_literal_text() {
+        let cmd =
+            parse_command_json(br#"["SET","k",18446744073709551615,1e+21,0.1,-5,1E-05]"#).unwrap();
+        assert_eq!(
+            strings(&cmd)[2..],
+            ["18446744073709551615", "1e+21", "0.1", "-5", "1E-05"]
+        );
+    }
+
+    #[test]
+    fn json_unicode_and_escapes() {
+        let cmd = parse_command_json(r#"["SET","k","é\u00e9\n\"😀"]"#.as_bytes()).unwrap();
+        assert_eq!(strings(&cmd)[2], "éé\n\"😀");
+    }
+
+    #[test]
+    fn json_bad_inputs() {
+        assert!(matches!(
+            parse_command_json(b"[1,"),
+            Err(RequestError::MalformedJson(_))
+        ));
+        assert!(matches!(
+            parse_command_json(b""),
+            Err(RequestError::MalformedJson(_))
+        ));
+        assert_eq!(
+            parse_command_json(br#"{"a":1}"#),
+            Err(RequestError::NotAnArray)
+        );
+        assert_eq!(parse_command_json(b"[]"), Err(RequestError::EmptyCommand));
+        assert_eq!(
+            parse_command_json(br#"["SET","k",null]"#),
+            Err(RequestError::BadArgument {
+                position: 3,
+                kind: "null"
+            })
+        );
+        assert_eq!(
+            parse_command_json(br#"["SET",["k"]]"#),
+            Err(RequestError::BadArgument {
+                position: 2,
+                kind: "an array"
+            })
+        );
+        assert_eq!(
+            parse_command_json(br#"["SET","k",{"a":1}]"#),
+            Err(RequestError::BadArgument {
+                position: 3,
+                kind: "an object"
+            })
+        );
+        assert_eq!(
+            parse_command_json(br#"[1,"k"]"#),
+            Err(RequestError::BadCommandName)
+        );
+        assert_eq!(
+            parse_command_json(br#"["","k"]"#),
+            Err(RequestError::BadCommandName)
+        );
+        assert_eq!(
+            parse_command_json(br#"["FLUSHALL x"]"#),
+            Err(RequestError::BadCommandName)
+        );
+    }
+
+    #[test]
+    fn pipelines() {
+        let cmds = parse_pipeline_json(br#"[["SET","a",1],["GET","a"]]"#).unwrap();
+        assert_eq!(cmds.len(), 2);
+        assert_eq!(strings(&cmds[1]), ["GET", "a"]);
+        assert_eq!(parse_pipeline_json(b"[]"), Err(RequestError::EmptyPipeline));
+        assert_eq!(
+            parse_pipeline_json(br#"["GET","a"]"#),
+            Err(RequestError::NotAnArrayOfCommands)
+        );
+        assert_eq!(
+            parse_pipeline_json(br#"{"x":1}"#),
+            Err(RequestError::NotAnArrayOfCommands)
+        );
+        assert_eq!(
+            parse_pipeline_json(br#"[["GET","a"],[]]"#),
+            Err(RequestError::EmptyCommand)
+        );
+    }
+
+    #[test]
+    fn path_segments_are_decoded_one_by_one() {
+        let cmd = parse_path_command("/set/a%2Fb/x+y%20z", None, None).unwrap();
+        assert_eq!(strings(&cmd), ["set", "a/b", "x+y z"]);
+    }
+
+    #[test]
+    fn path_body_then_query() {
+        let cmd = parse_path_command(
+            "/set/foo",
+            Some(Bytes::from_static(b"V a")),
+            Some("EX=100&_token=secret&NX"),
+        )
+        .unwrap();
+        assert_eq!(strings(&cmd), ["set", "foo", "V a", "EX", "100", "NX"]);
+    }
+
+    #[test]
+    fn path_empty_body_adds_nothing_and_trailing_slash_is_ignored() {
+        let cmd = parse_path_command("/get/foo/", Some(Bytes::new()), None).unwrap();
+        assert_eq!(strings(&cmd), ["get", "foo"]);
+        let cmd = parse_path_command("/set/foo//", None, None).unwrap();
+        assert_eq!(strings(&cmd), ["set", "foo", ""]);
+    }
+
+    #[test]
+    fn path_query_plus_is_a_space() {
+        let cmd = parse_path_command("/echo", None, Some("a+b=c%2Bd")).unwrap();
+        assert_eq!(strings(&cmd), ["echo", "a b", "c+d"]);
+    }
+
+    #[test]
+    fn path_bad_names() {
+        assert_eq!(
+            parse_path_command("/", None, None),
+            Err(RequestError::EmptyCommand)
+        );
+        assert_eq!(
+            parse_path_command("/get%20x/k", None, None),
+            Err(RequestError::BadCommandName)
+        );
+    }
+}
