@@ -73,6 +73,8 @@ pub struct Backend {
     shared: Pool,
     transactions: ExclusivePool,
     command_timeout: Duration,
+    /// Applied to every command: fail at once while disconnected, never replay.
+    options: Options,
 }
 
 impl Backend {
@@ -113,6 +115,11 @@ impl Backend {
             shared,
             transactions,
             command_timeout: settings.command_timeout,
+            options: Options {
+                max_attempts: Some(1),
+                fail_fast: true,
+                ..Options::default()
+            },
         })
     }
 
@@ -129,6 +136,7 @@ impl Backend {
         let client = self.shared.next();
         let (command, args) = to_custom(args);
         client
+            .with_options(&self.options)
             .custom_raw(command, args)
             .await
             .map_err(|e| self.map_error(e))
@@ -142,7 +150,7 @@ impl Backend {
         let mut commands = commands.into_iter().peekable();
         while commands.peek().is_some() {
             let chunk: Vec<Vec<Bytes>> = commands.by_ref().take(PIPELINE_CHUNK).collect();
-            let results = send_in_order(&client, chunk, None).await;
+            let results = send_in_order(&client, chunk, &self.options).await;
             for result in results {
                 replies.push(result.map_err(|e| self.map_error(e))?);
             }
@@ -160,12 +168,8 @@ impl Backend {
         batch.push(vec![Bytes::from_static(b"MULTI")]);
         batch.extend(commands);
         batch.push(vec![Bytes::from_static(b"EXEC")]);
-        let options = Options {
-            max_attempts: Some(1),
-            ..Options::default()
-        };
         let client = self.transactions.acquire().await;
-        let results = send_in_order(&*client, batch, Some(&options)).await;
+        let results = send_in_order(&*client, batch, &self.options).await;
         drop(client);
         let mut frames = Vec::with_capacity(results.len());
         for result in results {
@@ -228,16 +232,13 @@ fn to_custom(args: Vec<Bytes>) -> (CustomCommand, Vec<Value>) {
 async fn send_in_order<C: ClientLike>(
     client: &C,
     commands: Vec<Vec<Bytes>>,
-    options: Option<&Options>,
+    options: &Options,
 ) -> Vec<Result<Frame, FredError>> {
+    let client = client.with_options(options);
     let futures = commands.into_iter().map(|args| {
         let (command, args) = to_custom(args);
-        async move {
-            match options {
-                Some(options) => client.with_options(options).custom_raw(command, args).await,
-                None => client.custom_raw(command, args).await,
-            }
-        }
+        let client = &client;
+        async move { client.custom_raw(command, args).await }
     });
     futures::future::join_all(futures).await
 }

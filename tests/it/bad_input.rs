@@ -1,0 +1,442 @@
+//! The bad-input table: every case answers its documented status and JSON error.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::harness::{Gateway, RedisServer, READONLY_TOKEN, TOKEN};
+
+/// How an expected error text is matched.
+enum Text {
+    Exact(&'static str),
+    Prefix(&'static str),
+}
+
+struct Case {
+    name: &'static str,
+    path: &'static str,
+    body: Vec<u8>,
+    token: Option<&'static str>,
+    status: u16,
+    error: Text,
+}
+
+fn case(name: &'static str, body: &str, status: u16, error: Text) -> Case {
+    Case {
+        name,
+        path: "/",
+        body: body.as_bytes().to_vec(),
+        token: Some(TOKEN),
+        status,
+        error,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_table() {
+    use Text::*;
+    let redis = RedisServer::start();
+    let gateway = Gateway::start(&redis).await;
+    let mut cases = vec![
+        case("malformed JSON", "[\"SET\",", 400, Prefix("ERR failed to parse the request body as JSON")),
+        case("empty body", "", 400, Prefix("ERR failed to parse the request body as JSON: the body is empty")),
+        case(
+            "body is not an array",
+            r#"{"cmd":"GET"}"#,
+            400,
+            Exact("ERR the request body must be a JSON array of command arguments, e.g. [\"SET\",\"key\",\"value\"]"),
+        ),
+        case("empty array", "[]", 400, Exact("ERR empty command: the array must start with a command name")),
+        case(
+            "nested array argument",
+            r#"["SET","k",["v"]]"#,
+            400,
+            Exact("ERR argument 3 is an array; arguments must be strings, numbers or booleans"),
+        ),
+        case(
+            "object argument",
+            r#"["SET","k",{"v":1}]"#,
+            400,
+            Exact("ERR argument 3 is an object; arguments must be strings, numbers or booleans"),
+        ),
+        case(
+            "null argument",
+            r#"["SET","k",null]"#,
+            400,
+            Exact("ERR argument 3 is null; arguments must be strings, numbers or booleans"),
+        ),
+        case(
+            "command name is a number",
+            r#"[42]"#,
+            400,
+            Exact("ERR the command name must be a non-empty string without spaces"),
+        ),
+        case(
+            "command name with a space",
+            r#"["FLUSHALL x"]"#,
+            400,
+            Exact("ERR the command name must be a non-empty string without spaces"),
+        ),
+        case("unknown command", r#"["NOSUCHCOMMAND","x"]"#, 400, Prefix("ERR unknown command 'NOSUCHCOMMAND'")),
+        case("wrong arity", r#"["GET"]"#, 400, Exact("ERR wrong number of arguments for 'get' command")),
+        case("not an integer", r#"["INCRBY","bi:n","ten"]"#, 400, Exact("ERR value is not an integer or out of range")),
+        case("SELECT", r#"["SELECT",1]"#, 400, Prefix("ERR Command is not available: 'select'.")),
+        case("AUTH", r#"["AUTH","pw"]"#, 400, Prefix("ERR Command is not available: 'auth'.")),
+        case("MULTI", r#"["MULTI"]"#, 400, Prefix("ERR Command is not available: 'multi'. Send the whole transaction to /multi-exec")),
+        case("EXEC", r#"["EXEC"]"#, 400, Prefix("ERR Command is not available: 'exec'.")),
+        case("WATCH", r#"["WATCH","k"]"#, 400, Prefix("ERR Command is not available: 'watch'.")),
+        case("SUBSCRIBE", r#"["SUBSCRIBE","ch"]"#, 400, Prefix("ERR Command is not available: 'subscribe'. Use the /subscribe/<channel>")),
+        case("MONITOR", r#"["MONITOR"]"#, 400, Prefix("ERR Command is not available: 'monitor'.")),
+        case("HELLO", r#"["HELLO","3"]"#, 400, Prefix("ERR Command is not available: 'hello'.")),
+        case("CLIENT SETNAME", r#"["CLIENT","SETNAME","x"]"#, 400, Prefix("ERR Command is not available: 'client|setname'.")),
+        case("WAIT (blocking, no non-blocking form)", r#"["WAIT",1,0]"#, 400, Prefix("ERR Command is not available: 'wait'.")),
+        Case {
+            name: "11 MB body",
+            path: "/",
+            body: {
+                let mut body = b"[\"SET\",\"big\",\"".to_vec();
+                body.extend(std::iter::repeat_n(b'x', 11 * 1024 * 1024));
+                body.extend_from_slice(b"\"]");
+                body
+            },
+            token: Some(TOKEN),
+            status: 413,
+            error: Exact("ERR max request size exceeded"),
+        },
+        Case {
+            name: "missing token",
+            path: "/",
+            body: br#"["PING"]"#.to_vec(),
+            token: None,
+            status: 401,
+            error: Exact("WRONGPASS invalid or missing auth token"),
+        },
+        Case {
+            name: "wrong token",
+            path: "/",
+            body: br#"["PING"]"#.to_vec(),
+            token: Some("not-the-token"),
+            status: 401,
+            error: Exact("WRONGPASS invalid or missing auth token"),
+        },
+        Case {
+            name: "read-only token writing",
+            path: "/",
+            body: br#"["SET","k","v"]"#.to_vec(),
+            token: Some(READONLY_TOKEN),
+            status: 403,
+            error: Exact("NOPERM this user has no permissions to run the 'set' command"),
+        },
+        Case {
+            name: "read-only token running a @dangerous read",
+            path: "/",
+            body: br#"["KEYS","*"]"#.to_vec(),
+            token: Some(READONLY_TOKEN),
+            status: 403,
+            error: Exact("NOPERM this user has no permissions to run the 'keys' command"),
+        },
+        Case {
+            name: "empty pipeline",
+            path: "/pipeline",
+            body: b"[]".to_vec(),
+            token: Some(TOKEN),
+            status: 400,
+            error: Exact("ERR empty pipeline: send at least one command"),
+        },
+        Case {
+            name: "pipeline of non-arrays",
+            path: "/pipeline",
+            body: br#"["GET","k"]"#.to_vec(),
+            token: Some(TOKEN),
+            status: 400,
+            error: Prefix("ERR the request body must be a JSON array of commands"),
+        },
+        Case {
+            name: "pipeline with a null argument",
+            path: "/pipeline",
+            body: br#"[["GET","k"],["SET","k",null]]"#.to_vec(),
+            token: Some(TOKEN),
+            status: 400,
+            error: Exact("ERR argument 3 is null; arguments must be strings, numbers or booleans"),
+        },
+        Case {
+            name: "empty transaction",
+            path: "/multi-exec",
+            body: b"[]".to_vec(),
+            token: Some(TOKEN),
+            status: 400,
+            error: Exact("ERR empty pipeline: send at least one command"),
+        },
+        Case {
+            name: "transaction with a queue-time error",
+            path: "/multi-exec",
+            body: br#"[["SET","k","v"],["GET"]]"#.to_vec(),
+            token: Some(TOKEN),
+            status: 400,
+            error: Prefix("EXECABORT Transaction discarded because of previous errors."),
+        },
+        Case {
+            name: "transaction with a refused command",
+            path: "/multi-exec",
+            body: br#"[["SET","k","v"],["SELECT","2"]]"#.to_vec(),
+            token: Some(TOKEN),
+            status: 400,
+            error: Prefix("ERR Command is not available: 'select'."),
+        },
+        Case {
+            name: "read-only transaction writing",
+            path: "/multi-exec",
+            body: br#"[["GET","k"],["SET","k","v"]]"#.to_vec(),
+            token: Some(READONLY_TOKEN),
+            status: 403,
+            error: Exact("NOPERM this user has no permissions to run the 'set' command"),
+        },
+        Case {
+            name: "invalid UTF-8 body",
+            path: "/",
+            body: b"[\"GET\",\"\xff\"]".to_vec(),
+            token: Some(TOKEN),
+            status: 400,
+            error: Prefix("ERR failed to parse the request body as JSON"),
+        },
+    ];
+    cases.push(case(
+        "NOSCRIPT",
+        r#"["EVALSHA","0000000000000000000000000000000000000000",0]"#,
+        400,
+        Prefix("NOSCRIPT"),
+    ));
+
+    let mut failures = Vec::new();
+    for case in &cases {
+        let (status, body) = send_case(&gateway, case).await;
+        let text = body["error"]
+            .as_str()
+            .unwrap_or("<no error key>")
+            .to_string();
+        let text_ok = match case.error {
+            Text::Exact(expected) => text == expected,
+            Text::Prefix(expected) => text.starts_with(expected),
+        };
+        let only_error_key = body.as_object().is_some_and(|o| o.len() == 1);
+        if status != case.status || !text_ok || !only_error_key {
+            failures.push(format!("{}: got {status} {body}", case.name));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "failing cases:\n{}",
+        failures.join("\n")
+    );
+    // Nothing panicked: the gateway still answers.
+    assert_eq!(
+        gateway.command(json!(["PING"])).await,
+        (200, json!({"result": "PONG"}))
+    );
+}
+
+/// Sends one case. The server answers 413 before reading an oversized body and
+/// closes the connection, so a client still writing may see a reset instead of
+/// the answer (as with any HTTP server without lingering close): retry those.
+async fn send_case(gateway: &Gateway, case: &Case) -> (u16, Value) {
+    for _ in 0..5 {
+        let mut request = gateway
+            .http
+            .post(gateway.at(case.path))
+            .body(case.body.clone());
+        if let Some(token) = case.token {
+            request = request.bearer_auth(token);
+        }
+        match request.send().await {
+            Ok(response) => {
+                let status = response.status().as_u16();
+                let is_json = response
+                    .headers()
+                    .get("content-type")
+                    .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+                assert!(is_json, "{}: not JSON", case.name);
+                let body: Value = response.json().await.expect("JSON body");
+                return (status, body);
+            }
+            Err(error) if case.status == 413 => eprintln!("{}: {error}; retrying", case.name),
+            Err(error) => panic!("{}: {error}", case.name),
+        }
+    }
+    panic!("{}: no answer after 5 attempts", case.name);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_level_errors_are_json() {
+    let redis = RedisServer::start();
+    let gateway = Gateway::start(&redis).await;
+
+    // 405: GET on the JSON endpoint, DELETE on a command path.
+    let (status, body) = gateway
+        .send(gateway.http.get(gateway.at("/")).bearer_auth(TOKEN))
+        .await;
+    assert_eq!(
+        (status, body),
+        (405, json!({"error": "ERR method not allowed"}))
+    );
+    let (status, body) = gateway
+        .send(gateway.http.delete(gateway.at("/get/k")).bearer_auth(TOKEN))
+        .await;
+    assert_eq!(
+        (status, body),
+        (405, json!({"error": "ERR method not allowed"}))
+    );
+    let (status, _) = gateway
+        .send(gateway.http.get(gateway.at("/pipeline")).bearer_auth(TOKEN))
+        .await;
+    assert_eq!(status, 405);
+
+    // 404: endpoints that are reserved but not commands.
+    let (status, body) = gateway
+        .send(
+            gateway
+                .http
+                .get(gateway.at("/cache/ns/key"))
+                .bearer_auth(TOKEN),
+        )
+        .await;
+    assert_eq!(status, 404);
+    assert!(body["error"]
+        .as_str()
+        .unwrap()
+        .starts_with("ERR no such endpoint"));
+
+    // Bad response-format headers.
+    let (status, body) = gateway
+        .send(
+            gateway
+                .http
+                .post(gateway.at("/"))
+                .bearer_auth(TOKEN)
+                .header("Upstash-Response-Format", "xml")
+                .body(r#"["PING"]"#),
+        )
+        .await;
+    assert_eq!(status, 400);
+    assert_eq!(
+        body["error"],
+        "ERR invalid Upstash-Response-Format 'xml': expected json or resp2"
+    );
+    let (status, body) = gateway
+        .send(
+            gateway
+                .http
+                .post(gateway.at("/"))
+                .bearer_auth(TOKEN)
+                .header("Upstash-Response-Format", "resp2")
+                .header("Upstash-Encoding", "base64")
+                .body(r#"["PING"]"#),
+        )
+        .await;
+    assert_eq!(status, 400);
+    assert!(body["error"]
+        .as_str()
+        .unwrap()
+        .contains("cannot be combined"));
+    let (status, body) = gateway
+        .send(
+            gateway
+                .http
+                .post(gateway.at("/multi-exec"))
+                .bearer_auth(TOKEN)
+                .header("Upstash-Response-Format", "resp2")
+                .body(r#"[["PING"]]"#),
+        )
+        .await;
+    assert_eq!(status, 400);
+    assert_eq!(
+        body["error"],
+        "ERR Upstash-Response-Format: resp2 is not supported for /multi-exec"
+    );
+
+    // A non-bearer Authorization header is not a token.
+    let (status, _) = gateway
+        .send(
+            gateway
+                .http
+                .post(gateway.at("/"))
+                .header("Authorization", "Basic dGVzdA==")
+                .body(r#"["PING"]"#),
+        )
+        .await;
+    assert_eq!(status, 401);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blocking_commands_answer_at_once() {
+    let redis = RedisServer::start();
+    let gateway = Gateway::start(&redis).await;
+    let started = Instant::now();
+    for command in [
+        json!(["BLPOP", "bi:empty1", "bi:empty2", 0]),
+        json!(["BRPOP", "bi:empty", 0]),
+        json!(["BLMOVE", "bi:empty", "bi:dst", "LEFT", "RIGHT", 0]),
+        json!(["BRPOPLPUSH", "bi:empty", "bi:dst", 0]),
+        json!(["BZPOPMIN", "bi:emptyz", 0]),
+        json!(["BLMPOP", 0, 1, "bi:empty", "LEFT"]),
+        json!(["BZMPOP", 0, 1, "bi:emptyz", "MIN"]),
+        json!(["XREAD", "BLOCK", 0, "STREAMS", "bi:stream", "$"]),
+    ] {
+        assert_eq!(
+            gateway.command(command.clone()).await,
+            (200, json!({"result": null})),
+            "{command}"
+        );
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "blocking commands waited"
+    );
+    // With data they answer like their blocking forms would.
+    gateway.command(json!(["RPUSH", "bi:list", "a", "b"])).await;
+    assert_eq!(
+        gateway
+            .command(json!(["BLPOP", "bi:none", "bi:list", 1]))
+            .await,
+        (200, json!({"result": ["bi:list", "a"]}))
+    );
+    gateway.command(json!(["ZADD", "bi:z", 1.5, "m"])).await;
+    assert_eq!(
+        gateway.command(json!(["BZPOPMIN", "bi:z", 1])).await,
+        (200, json!({"result": ["bi:z", "m", "1.5"]}))
+    );
+    assert_eq!(
+        gateway
+            .command(json!(["BLMOVE", "bi:list", "bi:dst", "LEFT", "RIGHT", 1]))
+            .await,
+        (200, json!({"result": "b"}))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_command_pipeline() {
+    let redis = RedisServer::start();
+    let gateway = Gateway::start(&redis).await;
+    let commands: Vec<Value> = (0..10_000)
+        .map(|i| {
+            if i % 2 == 0 {
+                json!(["SET", format!("p10k:{i}"), i])
+            } else {
+                json!(["GET", format!("p10k:{}", i - 1)])
+            }
+        })
+        .collect();
+    let (status, body) = gateway
+        .post("/pipeline", Value::Array(commands).to_string())
+        .await;
+    assert_eq!(status, 200);
+    let items = body.as_array().expect("array");
+    assert_eq!(items.len(), 10_000);
+    for (i, item) in items.iter().enumerate() {
+        let expected = if i % 2 == 0 {
+            json!({"result": "OK"})
+        } else {
+            json!({"result": (i - 1).to_string()})
+        };
+        assert_eq!(item, &expected, "item {i}");
+    }
+}

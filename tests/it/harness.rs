@@ -1,0 +1,208 @@
+//! Test harness: real `redis-server` processes on free ports and restash served
+//! in-process over real HTTP. Everything started here is stopped on drop.
+
+use std::net::TcpListener as StdListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use restash::config::Config;
+use serde_json::Value;
+
+/// The standard token every test gateway accepts.
+pub const TOKEN: &str = "test-token";
+/// The read-only token every test gateway accepts.
+pub const READONLY_TOKEN: &str = "test-readonly-token";
+
+/// A free TCP port on the loopback interface.
+pub fn free_port() -> u16 {
+    StdListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("no free port")
+}
+
+/// A `redis-server` child process, killed on drop.
+pub struct RedisServer {
+    child: Child,
+    /// The port it listens on.
+    pub port: u16,
+}
+
+impl RedisServer {
+    /// Starts a fresh, non-persistent Redis and waits until it answers PING.
+    pub fn start() -> RedisServer {
+        for _ in 0..5 {
+            let port = free_port();
+            let child = Command::new("redis-server")
+                .args([
+                    "--port",
+                    &port.to_string(),
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                ])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("redis-server is not installed: run scripts/test, which installs it");
+            let mut server = RedisServer { child, port };
+            if server.wait_ready(Duration::from_secs(5)) {
+                return server;
+            }
+            let _ = server.child.kill();
+        }
+        panic!("could not start redis-server");
+    }
+
+    /// `redis://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Runs `redis-cli` against this server and returns its trimmed output.
+    pub fn cli(&self, args: &[&str]) -> String {
+        let output = Command::new("redis-cli")
+            .args(["-p", &self.port.to_string()])
+            .args(args)
+            .output()
+            .expect("redis-cli");
+        String::from_utf8_lossy(&output.stdout).trim().to_string()
+    }
+
+    fn wait_ready(&mut self, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return false;
+            }
+            if self.cli(&["PING"]) == "PONG" {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A restash instance served in-process; shut down on drop.
+pub struct Gateway {
+    /// `http://127.0.0.1:<port>`.
+    pub url: String,
+    /// An HTTP client for tests.
+    pub http: reqwest::Client,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// Default test configuration against `redis_url`, tweakable by `adjust`.
+pub fn test_config(redis_url: &str) -> Config {
+    let mut config = Config::from_lookup(|_| None).expect("default config");
+    config.redis_url = redis_url.to_string();
+    config.readonly_token = Some(READONLY_TOKEN.to_string());
+    config.command_timeout = Duration::from_secs(3);
+    config
+}
+
+impl Gateway {
+    /// Starts restash against `redis` with the default test configuration.
+    pub async fn start(redis: &RedisServer) -> Gateway {
+        Gateway::start_with(test_config(&redis.url())).await
+    }
+
+    /// Starts restash with `config` and waits until `/readyz` answers 200
+    /// (or 3 s pass, for tests whose Redis is down on purpose).
+    pub async fn start_with(config: Config) -> Gateway {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let shutdown = async move {
+                let _ = rx.await;
+            };
+            if let Err(error) = restash::serve(listener, config, TOKEN.to_string(), shutdown).await
+            {
+                eprintln!("gateway stopped: {error}");
+            }
+        });
+        let gateway = Gateway {
+            url,
+            http: reqwest::Client::new(),
+            shutdown: Some(tx),
+            task: Some(task),
+        };
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < deadline {
+            if let Ok(r) = gateway.http.get(gateway.at("/readyz")).send().await {
+                if r.status() == 200 {
+                    break;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        gateway
+    }
+
+    /// The absolute URL of `path`.
+    pub fn at(&self, path: &str) -> String {
+        format!("{}{}", self.url, path)
+    }
+
+    /// `POST path` with `body` and the standard token; returns status and JSON.
+    pub async fn post(&self, path: &str, body: impl Into<reqwest::Body>) -> (u16, Value) {
+        self.send(self.http.post(self.at(path)).bearer_auth(TOKEN).body(body))
+            .await
+    }
+
+    /// `POST /` with a JSON command.
+    pub async fn command(&self, command: Value) -> (u16, Value) {
+        self.post("/", command.to_string()).await
+    }
+
+    /// Sends a prepared request and parses the JSON answer (panics if it is not JSON).
+    pub async fn send(&self, request: reqwest::RequestBuilder) -> (u16, Value) {
+        let response = request.send().await.expect("request failed");
+        let status = response.status().as_u16();
+        let content_type = response
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        let text = response.text().await.expect("body");
+        let json: Value = serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("not JSON ({e}), status {status}: {text:?}"));
+        assert!(
+            content_type.starts_with("application/json"),
+            "content-type {content_type:?} for {text}"
+        );
+        (status, json)
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+/// A random key prefix so tests sharing a Redis never collide.
+pub fn prefix() -> String {
+    format!("t{:08x}:", rand::random::<u32>())
+}

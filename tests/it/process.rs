@@ -1,0 +1,158 @@
+//! The `restash` binary itself: start-up banner, generated token, graceful shutdown.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::harness::RedisServer;
+
+struct Binary {
+    child: Child,
+    banner: Vec<String>,
+}
+
+impl Binary {
+    fn start(redis: &RedisServer, extra_env: &[(&str, &str)]) -> Binary {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_restash"));
+        command
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("REDIS_URL", redis.url())
+            .env("RESTASH_LISTEN", "127.0.0.1:0")
+            .env("RESTASH_LOG", "warn")
+            .current_dir(std::env::temp_dir())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        for (name, value) in extra_env {
+            command.env(name, value);
+        }
+        let mut child = command.spawn().expect("start restash");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let mut banner = Vec::new();
+        while let Some(Ok(line)) = lines.next() {
+            let done = line.trim_start().starts_with("Try:");
+            banner.push(line);
+            if done {
+                break;
+            }
+        }
+        Binary { child, banner }
+    }
+
+    fn field(&self, name: &str) -> String {
+        self.banner
+            .iter()
+            .find_map(|l| l.trim().strip_prefix(name).map(|v| v.trim().to_string()))
+            .unwrap_or_else(|| panic!("no {name} in banner {:?}", self.banner))
+    }
+
+    fn terminate(&self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+    }
+
+    fn wait_exit(&mut self, limit: Duration) -> Option<i32> {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for Binary {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binary_prints_url_and_generated_token() {
+    let redis = RedisServer::start();
+    let binary = Binary::start(&redis, &[]);
+    let url = binary.field("URL:");
+    let token_line = binary.field("Token:");
+    let token = token_line
+        .split_whitespace()
+        .next()
+        .expect("token")
+        .to_string();
+    assert!(url.starts_with("http://127.0.0.1:"), "{url}");
+    assert!(binary.field("Try:").contains(&format!("Bearer {token}")));
+
+    let http = reqwest::Client::new();
+    let answer: Value = http
+        .post(&url)
+        .bearer_auth(&token)
+        .body(r#"["PING"]"#)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(answer, json!({"result": "PONG"}));
+    let status = http
+        .post(&url)
+        .bearer_auth("wrong")
+        .body(r#"["PING"]"#)
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, 401);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_finishes_in_flight_requests() {
+    let redis = RedisServer::start();
+    let mut binary = Binary::start(&redis, &[("RESTASH_TOKEN", "shutdown-token")]);
+    let url = binary.field("URL:");
+    let http = reqwest::Client::new();
+    // Make sure the connection to Redis is up before pausing it.
+    let ping = http
+        .post(&url)
+        .bearer_auth("shutdown-token")
+        .body(r#"["PING"]"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ping.status(), 200);
+
+    redis.cli(&["CLIENT", "PAUSE", "1000", "ALL"]);
+    let in_flight = tokio::spawn({
+        let http = http.clone();
+        let url = url.clone();
+        async move {
+            http.post(url)
+                .bearer_auth("shutdown-token")
+                .body(r#"["SET","drain","done"]"#)
+                .send()
+                .await
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    binary.terminate();
+    let response = in_flight
+        .await
+        .unwrap()
+        .expect("in-flight request was dropped");
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        response.json::<Value>().await.unwrap(),
+        json!({"result": "OK"})
+    );
+    let code = tokio::task::block_in_place(|| binary.wait_exit(Duration::from_secs(10)));
+    assert_eq!(code, Some(0));
+    assert_eq!(redis.cli(&["GET", "drain"]), "done");
+}

@@ -1,0 +1,66 @@
+//! The official SDKs against restash: `@upstash/redis` + `@upstash/ratelimit`
+//! (Node) and `upstash-redis` sync and async (Python). `scripts/test` installs them.
+
+use std::path::Path;
+use std::process::Command;
+
+use crate::harness::{prefix, Gateway, RedisServer, READONLY_TOKEN, TOKEN};
+
+fn run_suite(gateway: &Gateway, program: &str, args: &[&str]) {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let output = Command::new(program)
+        .args(args)
+        .current_dir(root)
+        .env("UPSTASH_REDIS_REST_URL", &gateway.url)
+        .env("UPSTASH_REDIS_REST_TOKEN", TOKEN)
+        .env("RESTASH_READONLY_TOKEN", READONLY_TOKEN)
+        .env("RESTASH_TEST_PREFIX", prefix())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "{program} {args:?} failed\n--- stdout\n{stdout}\n--- stderr\n{stderr}"
+    );
+    // Show the suite's own summary in the cargo test output.
+    let tail: Vec<&str> = stdout.lines().rev().take(12).collect();
+    eprintln!(
+        "{program} {args:?}:\n{}",
+        tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+    );
+}
+
+fn require(path: &str) {
+    let full = Path::new(env!("CARGO_MANIFEST_DIR")).join(path);
+    assert!(
+        full.exists(),
+        "{} is missing: run `scripts/test`, which installs the SDKs",
+        full.display()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_sdk_suite() {
+    require("tests/sdk/node/node_modules/@upstash/redis");
+    require("tests/sdk/node/node_modules/@upstash/ratelimit");
+    let redis = RedisServer::start();
+    let gateway = Gateway::start(&redis).await;
+    let g = &gateway;
+    tokio::task::block_in_place(|| run_suite(g, "npm", &["--prefix", "tests/sdk/node", "test"]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_sdk_suite() {
+    require("tests/sdk/python/.venv/bin/python");
+    let redis = RedisServer::start();
+    let gateway = Gateway::start(&redis).await;
+    let g = &gateway;
+    tokio::task::block_in_place(|| {
+        run_suite(
+            g,
+            "tests/sdk/python/.venv/bin/python",
+            &["-m", "pytest", "-q", "tests/sdk/python"],
+        )
+    });
+}
