@@ -9,7 +9,7 @@ use super::extract::{Caller, RawBody, ReplyFormat};
 use super::AppState;
 use crate::backend::TransactionOutcome;
 use crate::error::ApiError;
-use crate::policy::{prepare, Access, Refusal, ReplyFix};
+use crate::policy::{prepare, Access, Prepared, ReplyFix};
 use crate::protocol::reply::{self, Frame};
 use crate::protocol::request::{parse_command_json, parse_path_command, parse_pipeline_json};
 use crate::protocol::Command;
@@ -47,8 +47,12 @@ async fn run_single(
 ) -> Result<Response, ApiError> {
     let table = state.command_table();
     let prepared = prepare(command, access, table.as_deref(), state.scripts())?;
-    let frame = state.backend().execute(prepared.args).await?;
-    let frame = prepared.fix.apply(frame);
+    let frame = match prepared.answer {
+        Some(answer) => answer,
+        None => prepared
+            .fix
+            .apply(state.backend().execute(prepared.args).await?),
+    };
     if let Some(text) = reply::error_text(&frame) {
         return Err(ApiError::Redis(text));
     }
@@ -61,10 +65,10 @@ async fn run_single(
     Ok(bytes_response(body, "application/json"))
 }
 
-/// One pipeline item: sent to Redis with its reply fix, or refused by restash.
+/// One pipeline item: sent to Redis with its reply fix, or answered by restash.
 enum Slot {
     Sent(ReplyFix),
-    Refused(String),
+    Answered(Frame),
 }
 
 /// `POST /pipeline`: in order, not atomic, one result per command.
@@ -81,11 +85,15 @@ pub async fn pipeline(
     let mut to_send = Vec::with_capacity(commands.len());
     for command in commands {
         match prepare(command, access, table.as_deref(), state.scripts()) {
+            Ok(Prepared {
+                answer: Some(answer),
+                ..
+            }) => slots.push(Slot::Answered(answer)),
             Ok(prepared) => {
                 to_send.push(prepared.args);
                 slots.push(Slot::Sent(prepared.fix));
             }
-            Err(refusal) => slots.push(Slot::Refused(refusal.to_string())),
+            Err(refusal) => slots.push(Slot::Answered(reply::error(refusal.to_string()))),
         }
     }
     let mut replies = state.backend().pipeline(to_send).await?.into_iter();
@@ -93,7 +101,7 @@ pub async fn pipeline(
         .into_iter()
         .map(|slot| match slot {
             Slot::Sent(fix) => fix.apply(replies.next().unwrap_or(Frame::Null)),
-            Slot::Refused(text) => reply::error(text),
+            Slot::Answered(frame) => frame,
         })
         .collect();
     Ok(encode_list(&frames, format))
@@ -114,30 +122,40 @@ pub async fn multi_exec(
     let commands = parse_pipeline_json(&body)?;
     drop(body);
     let table = state.command_table();
-    let mut fixes = Vec::with_capacity(commands.len());
+    let mut slots = Vec::with_capacity(commands.len());
     let mut to_send = Vec::with_capacity(commands.len());
     for command in commands {
-        let prepared = prepare(command, access, table.as_deref(), state.scripts())
-            .map_err(refusal_in_transaction)?;
-        to_send.push(prepared.args);
-        fixes.push(prepared.fix);
+        // A transaction is all or nothing: one refused command refuses it whole.
+        let prepared = prepare(command, access, table.as_deref(), state.scripts())?;
+        match prepared.answer {
+            Some(answer) => slots.push(Slot::Answered(answer)),
+            None => {
+                to_send.push(prepared.args);
+                slots.push(Slot::Sent(prepared.fix));
+            }
+        }
+    }
+    if to_send.is_empty() {
+        let frames = slots.into_iter().map(|slot| match slot {
+            Slot::Answered(frame) => frame,
+            Slot::Sent(_) => Frame::Null,
+        });
+        return Ok(encode_list(&frames.collect::<Vec<_>>(), format));
     }
     match state.backend().transaction(to_send).await? {
         TransactionOutcome::Discarded(text) => Err(ApiError::Redis(text)),
         TransactionOutcome::Executed(frames) => {
-            let frames: Vec<Frame> = frames
+            let mut replies = frames.into_iter();
+            let frames: Vec<Frame> = slots
                 .into_iter()
-                .zip(fixes.iter())
-                .map(|(frame, fix)| fix.apply(frame))
+                .map(|slot| match slot {
+                    Slot::Sent(fix) => fix.apply(replies.next().unwrap_or(Frame::Null)),
+                    Slot::Answered(frame) => frame,
+                })
                 .collect();
             Ok(encode_list(&frames, format))
         }
     }
-}
-
-/// A transaction is all or nothing: one refused command refuses it whole.
-fn refusal_in_transaction(refusal: Refusal) -> ApiError {
-    ApiError::from(refusal)
 }
 
 fn encode_list(frames: &[Frame], format: ReplyFormat) -> Response {

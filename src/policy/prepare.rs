@@ -32,6 +32,16 @@ pub enum ReplyFix {
     ListPopPair,
     /// `ZMPOP` reply `[key, [[member, score]]]` to `BZPOPMIN`'s `[key, member, score]`.
     SortedSetPopTriple,
+    /// `ZRANGE … LIMIT` by rank (an Upstash extension): keep `count` items from
+    /// `offset` (a negative count keeps the rest); items are pairs WITHSCORES.
+    Slice {
+        /// Items to skip.
+        offset: usize,
+        /// Items to keep; negative for all.
+        count: i64,
+        /// Whether each item is a member and a score.
+        pairs: bool,
+    },
 }
 
 impl ReplyFix {
@@ -55,6 +65,24 @@ impl ReplyFix {
                         }
                         _ => Frame::Null,
                     }
+                }
+                other => other,
+            },
+            ReplyFix::Slice {
+                offset,
+                count,
+                pairs,
+            } => match frame {
+                Frame::Array { data, .. } => {
+                    let width = if *pairs { 2 } else { 1 };
+                    let take =
+                        usize::try_from(*count).map_or(usize::MAX, |c| c.saturating_mul(width));
+                    reply::array(
+                        data.into_iter()
+                            .skip(offset.saturating_mul(width))
+                            .take(take)
+                            .collect(),
+                    )
                 }
                 other => other,
             },
@@ -85,14 +113,43 @@ impl ReplyFix {
     }
 }
 
-/// A command ready for Redis.
+/// A command ready for Redis, or answered by restash itself.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Prepared {
-    /// Name and arguments as sent.
+    /// Name and arguments as sent (empty when `answer` is set).
     pub args: Vec<Bytes>,
     /// What to do with the reply.
     pub fix: ReplyFix,
+    /// restash's own answer; nothing is sent to Redis (e.g. `UNLINK` with no keys).
+    pub answer: Option<Frame>,
 }
+
+impl Prepared {
+    fn send(args: Vec<Bytes>, fix: ReplyFix) -> Self {
+        Prepared {
+            args,
+            fix,
+            answer: None,
+        }
+    }
+
+    fn answer(frame: Frame) -> Self {
+        Prepared {
+            args: Vec::new(),
+            fix: ReplyFix::None,
+            answer: Some(frame),
+        }
+    }
+}
+
+/// Upstash's `SCAN … WITHTYPE`: one atomic, read-only script that scans and types.
+const SCAN_WITH_TYPE_SCRIPT: &str = "local reply = redis.call('SCAN', unpack(ARGV))
+local typed = {}
+for _, key in ipairs(reply[2]) do
+  typed[#typed + 1] = key
+  typed[#typed + 1] = redis.call('TYPE', key)['ok']
+end
+return {reply[1], typed}";
 
 /// Why restash will not send a command.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -195,6 +252,21 @@ pub fn prepare(
             ReplyFix::None
         }
         "script" => prepare_script_subcommand(&mut args, scripts),
+        // Upstash extensions (plain Redis rejects these forms).
+        "unlink" if args.len() == 1 => {
+            return Ok(Prepared::answer(Frame::Number {
+                data: 0,
+                attributes: None,
+            }))
+        }
+        "scan" if has_word(&args[1..], b"withtype") => {
+            args.retain(|a| !a.eq_ignore_ascii_case(b"withtype"));
+            args[0] = Bytes::from_static(SCAN_WITH_TYPE_SCRIPT.as_bytes());
+            args.insert(0, Bytes::from_static(b"EVAL_RO"));
+            args.insert(2, Bytes::from_static(b"0"));
+            ReplyFix::None
+        }
+        "zrange" if args.len() > 4 => rank_limit_fix(&mut args),
         _ => {
             if blocking {
                 return Err(Refusal::Unsupported(format!(
@@ -204,7 +276,7 @@ pub fn prepare(
             ReplyFix::None
         }
     };
-    Ok(Prepared { args, fix })
+    Ok(Prepared::send(args, fix))
 }
 
 fn prepare_script_subcommand(args: &mut [Bytes], scripts: &ScriptRegistry) -> ReplyFix {
@@ -259,6 +331,41 @@ fn display_name(name: &str, command: &Command) -> String {
     match (name, command.arg_lowercase(1)) {
         ("client", Some(sub)) => format!("client|{sub}"),
         _ => name.to_string(),
+    }
+}
+
+fn has_word(args: &[Bytes], word: &[u8]) -> bool {
+    args.iter().any(|a| a.eq_ignore_ascii_case(word))
+}
+
+/// `ZRANGE key start stop [REV] LIMIT offset count [WITHSCORES]` without BYSCORE or
+/// BYLEX: Redis refuses it, Upstash applies the limit to the rank range.
+fn rank_limit_fix(args: &mut Vec<Bytes>) -> ReplyFix {
+    let options = &args[4..];
+    if has_word(options, b"byscore") || has_word(options, b"bylex") {
+        return ReplyFix::None;
+    }
+    let Some(at) = args
+        .iter()
+        .skip(4)
+        .position(|a| a.eq_ignore_ascii_case(b"limit"))
+    else {
+        return ReplyFix::None;
+    };
+    let at = at + 4;
+    let number = |i: usize| {
+        args.get(i)
+            .and_then(|a| std::str::from_utf8(a).ok())
+            .and_then(|s| s.parse::<i64>().ok())
+    };
+    let (Some(offset), Some(count)) = (number(at + 1), number(at + 2)) else {
+        return ReplyFix::None;
+    };
+    args.drain(at..at + 3);
+    ReplyFix::Slice {
+        offset: usize::try_from(offset).unwrap_or(0),
+        count,
+        pairs: has_word(&args[4..], b"withscores"),
     }
 }
 
@@ -330,6 +437,47 @@ mod tests {
         );
         // Wrong arity goes to Redis untouched, which answers its own error at once.
         assert_eq!(sent(&["BLPOP", "a"]), ["BLPOP", "a"]);
+    }
+
+    #[test]
+    fn upstash_extensions() {
+        let scripts = ScriptRegistry::default();
+        let p = prepare(cmd(&["UNLINK"]), Access::Standard, None, &scripts).unwrap();
+        assert_eq!(
+            p.answer,
+            Some(Frame::Number {
+                data: 0,
+                attributes: None
+            })
+        );
+        let sent_scan = sent(&["SCAN", "0", "MATCH", "a*", "WITHTYPE"]);
+        assert_eq!(sent_scan[0], "EVAL_RO");
+        assert_eq!(sent_scan[2..], ["0", "0", "MATCH", "a*"]);
+        assert_eq!(
+            sent(&["ZRANGE", "z", "0", "-1", "LIMIT", "1", "2", "WITHSCORES"]),
+            ["ZRANGE", "z", "0", "-1", "WITHSCORES"]
+        );
+        assert_eq!(
+            sent(&["ZRANGE", "z", "0", "5", "BYSCORE", "LIMIT", "1", "2"]),
+            ["ZRANGE", "z", "0", "5", "BYSCORE", "LIMIT", "1", "2"]
+        );
+        let p = prepare(
+            cmd(&["zrange", "z", "0", "-1", "limit", "1", "2", "withscores"]),
+            Access::Standard,
+            None,
+            &scripts,
+        )
+        .unwrap();
+        let items = reply::array((0..8).map(|i| reply::bulk(i.to_string())).collect());
+        assert_eq!(
+            p.fix.apply(items),
+            reply::array(
+                ["2", "3", "4", "5"]
+                    .iter()
+                    .map(|s| reply::bulk(s.to_string()))
+                    .collect()
+            )
+        );
     }
 
     #[test]

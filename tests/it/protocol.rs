@@ -585,3 +585,113 @@ async fn redis_stall_answers_json_504_at_the_timeout() {
         (200, json!({"result": "PONG"}))
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstash_extensions() {
+    let redis = RedisServer::start();
+    let gw = Gateway::start(&redis).await;
+    let p = prefix();
+    gw.command(json!(["SET", format!("{p}s"), "v"])).await;
+    gw.command(json!(["RPUSH", format!("{p}l"), "a"])).await;
+    // SCAN … WITHTYPE answers [cursor, [key, type, …]].
+    let mut found = Vec::new();
+    let mut cursor = "0".to_string();
+    loop {
+        let (status, body) = gw
+            .command(json!([
+                "SCAN",
+                cursor,
+                "MATCH",
+                format!("{p}*"),
+                "COUNT",
+                100,
+                "WITHTYPE"
+            ]))
+            .await;
+        assert_eq!(status, 200, "{body}");
+        cursor = body["result"][0].as_str().unwrap().to_string();
+        for pair in body["result"][1].as_array().unwrap().chunks(2) {
+            found.push((
+                pair[0].as_str().unwrap().to_string(),
+                pair[1].as_str().unwrap().to_string(),
+            ));
+        }
+        if cursor == "0" {
+            break;
+        }
+    }
+    found.sort();
+    assert_eq!(
+        found,
+        [
+            (format!("{p}l"), "list".to_string()),
+            (format!("{p}s"), "string".to_string())
+        ]
+    );
+    // In a pipeline and with the read-only token too.
+    let (status, body) = gw
+        .send(
+            gw.http
+                .post(gw.at("/pipeline"))
+                .bearer_auth(READONLY_TOKEN)
+                .body(
+                    json!([[
+                        "SCAN",
+                        "0",
+                        "MATCH",
+                        format!("{p}s"),
+                        "COUNT",
+                        1000,
+                        "WITHTYPE"
+                    ]])
+                    .to_string(),
+                ),
+        )
+        .await;
+    assert_eq!(
+        (status, body),
+        (200, json!([{"result": ["0", [format!("{p}s"), "string"]]}]))
+    );
+    // UNLINK with no keys answers 0.
+    assert_eq!(
+        gw.command(json!(["UNLINK"])).await,
+        (200, json!({"result": 0}))
+    );
+    assert_eq!(
+        gw.post("/multi-exec", r#"[["UNLINK"]]"#).await,
+        (200, json!([{"result": 0}]))
+    );
+    // ZRANGE … LIMIT by rank.
+    gw.command(json!([
+        "ZADD",
+        format!("{p}z"),
+        1,
+        "a",
+        2,
+        "b",
+        3,
+        "c",
+        4,
+        "d"
+    ]))
+    .await;
+    assert_eq!(
+        gw.command(json!(["ZRANGE", format!("{p}z"), 0, -1, "LIMIT", 1, 2]))
+            .await,
+        (200, json!({"result": ["b", "c"]}))
+    );
+    assert_eq!(
+        gw.command(json!([
+            "ZRANGE",
+            format!("{p}z"),
+            0,
+            -1,
+            "LIMIT",
+            3,
+            5,
+            "WITHSCORES"
+        ]))
+        .await,
+        (200, json!({"result": ["d", "4"]}))
+    );
+}
