@@ -14,10 +14,12 @@
 pub mod auth;
 pub mod backend;
 pub mod config;
+pub mod dispatch;
 pub mod error;
 pub mod http;
 pub mod policy;
 pub mod protocol;
+pub mod routing;
 pub mod telemetry;
 
 use std::future::Future;

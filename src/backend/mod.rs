@@ -13,9 +13,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use fred::clients::{ExclusivePool, Pool};
 use fred::error::{Error as FredError, ErrorKind};
-use fred::interfaces::ClientLike;
+use fred::interfaces::{ClientLike, ClusterInterface};
 use fred::types::config::{
-    Config as FredConfig, ConnectionConfig, Options, PerformanceConfig, ReconnectPolicy,
+    Config as FredConfig, ConnectionConfig, Options, PerformanceConfig, ReconnectPolicy, Server,
 };
 use fred::types::{Builder, ClusterHash, CustomCommand, Value};
 
@@ -65,6 +65,30 @@ pub enum TransactionOutcome {
     Executed(Vec<Frame>),
     /// The transaction was discarded (queue-time error): the text to report.
     Discarded(String),
+}
+
+/// Where one command goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// Wherever fred's default hashing sends it (the first key-like argument).
+    Default,
+    /// Any node (keyless commands).
+    AnyNode,
+    /// The primary that owns this hash slot.
+    Slot(u16),
+    /// One primary, by address (fan-out and scans).
+    Node(Node),
+}
+
+/// A primary of the deployment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Node(Server);
+
+impl Node {
+    /// `host:port`.
+    pub fn address(&self) -> String {
+        format!("{}:{}", self.0.host, self.0.port)
+    }
 }
 
 /// Handles to Redis shared by all requests.
@@ -131,26 +155,71 @@ impl Backend {
         )
     }
 
-    /// Runs one command and returns Redis' reply frame (errors included).
-    pub async fn execute(&self, args: Vec<Bytes>) -> Result<Frame, BackendError> {
+    /// Whether the deployment is a Redis Cluster.
+    pub fn is_cluster(&self) -> bool {
+        self.shared.is_clustered()
+    }
+
+    /// The primaries of a cluster, sorted by address (empty for other deployments).
+    pub async fn primaries(&self) -> Result<Vec<Node>, BackendError> {
         let client = self.shared.next();
-        let (command, args) = to_custom(args);
+        let state = match client.cached_cluster_state() {
+            Some(state) => state,
+            None => {
+                client.sync_cluster().await.map_err(|e| self.map_error(e))?;
+                client
+                    .cached_cluster_state()
+                    .ok_or_else(|| BackendError::Unavailable("no cluster state".into()))?
+            }
+        };
+        let mut nodes: Vec<Node> = state.unique_primary_nodes().into_iter().map(Node).collect();
+        nodes.sort_by_key(Node::address);
+        Ok(nodes)
+    }
+
+    /// Runs one command (fred's default routing) and returns Redis' reply frame (errors included).
+    pub async fn execute(&self, args: Vec<Bytes>) -> Result<Frame, BackendError> {
+        self.execute_on(args, Target::Default).await
+    }
+
+    /// Runs one command on `target`.
+    pub async fn execute_on(
+        &self,
+        args: Vec<Bytes>,
+        target: Target,
+    ) -> Result<Frame, BackendError> {
+        let client = self.shared.next();
+        let (command, args, options) = self.to_custom(args, &target);
         client
-            .with_options(&self.options)
+            .with_options(&options)
             .custom_raw(command, args)
             .await
             .map_err(|e| self.map_error(e))
     }
 
-    /// Runs commands as one pipeline on one connection: in order, not atomic,
+    /// Runs commands as one pipeline (fred's default routing): in order, not atomic,
     /// one reply per command.
     pub async fn pipeline(&self, commands: Vec<Vec<Bytes>>) -> Result<Vec<Frame>, BackendError> {
+        self.pipeline_on(commands.into_iter().map(|c| (c, Target::Default)).collect())
+            .await
+    }
+
+    /// Runs commands, each on its target, as one pipeline per connection: in order
+    /// per node, not atomic, one reply per command.
+    pub async fn pipeline_on(
+        &self,
+        commands: Vec<(Vec<Bytes>, Target)>,
+    ) -> Result<Vec<Frame>, BackendError> {
         let client = self.shared.next().clone();
         let mut replies = Vec::with_capacity(commands.len());
         let mut commands = commands.into_iter().peekable();
         while commands.peek().is_some() {
-            let chunk: Vec<Vec<Bytes>> = commands.by_ref().take(PIPELINE_CHUNK).collect();
-            let results = send_in_order(&client, chunk, &self.options).await;
+            let chunk: Vec<_> = commands
+                .by_ref()
+                .take(PIPELINE_CHUNK)
+                .map(|(args, target)| self.to_custom(args, &target))
+                .collect();
+            let results = send_in_order(&client, chunk).await;
             for result in results {
                 replies.push(result.map_err(|e| self.map_error(e))?);
             }
@@ -158,18 +227,20 @@ impl Backend {
         Ok(replies)
     }
 
-    /// Runs `MULTI`, the commands and `EXEC` on a dedicated connection, never replayed.
+    /// Runs `MULTI`, the commands and `EXEC` on a dedicated connection to `target`'s
+    /// node, never replayed.
     pub async fn transaction(
         &self,
         commands: Vec<Vec<Bytes>>,
+        target: Target,
     ) -> Result<TransactionOutcome, BackendError> {
         let count = commands.len();
         let mut batch = Vec::with_capacity(count + 2);
-        batch.push(vec![Bytes::from_static(b"MULTI")]);
-        batch.extend(commands);
-        batch.push(vec![Bytes::from_static(b"EXEC")]);
+        batch.push(self.to_custom(vec![Bytes::from_static(b"MULTI")], &target));
+        batch.extend(commands.into_iter().map(|c| self.to_custom(c, &target)));
+        batch.push(self.to_custom(vec![Bytes::from_static(b"EXEC")], &target));
         let client = self.transactions.acquire().await;
-        let results = send_in_order(&*client, batch, &self.options).await;
+        let results = send_in_order(&*client, batch).await;
         drop(client);
         let mut frames = Vec::with_capacity(results.len());
         for result in results {
@@ -216,29 +287,47 @@ impl Backend {
     }
 }
 
-fn to_custom(args: Vec<Bytes>) -> (CustomCommand, Vec<Value>) {
-    let mut args = args.into_iter();
-    let name = args
-        .next()
-        .map(|n| String::from_utf8_lossy(&n).into_owned())
-        .unwrap_or_default();
-    let command = CustomCommand::new(name, ClusterHash::FirstKey, false);
-    (command, args.map(Value::Bytes).collect())
+impl Backend {
+    /// fred's form of one command: name with its cluster hashing, arguments, options.
+    fn to_custom(&self, args: Vec<Bytes>, target: &Target) -> Prepared {
+        let mut args = args.into_iter();
+        let name = args
+            .next()
+            .map(|n| String::from_utf8_lossy(&n).into_owned())
+            .unwrap_or_default();
+        let (hash, node) = match target {
+            Target::Default => (ClusterHash::FirstKey, None),
+            Target::AnyNode => (ClusterHash::Random, None),
+            Target::Slot(slot) => (ClusterHash::Custom(*slot), None),
+            Target::Node(node) => (ClusterHash::Random, Some(node.0.clone())),
+        };
+        let mut options = self.options.clone();
+        options.cluster_node = node;
+        (
+            CustomCommand::new(name, hash, false),
+            args.map(Value::Bytes).collect(),
+            options,
+        )
+    }
 }
+
+/// A command in fred's terms.
+type Prepared = (CustomCommand, Vec<Value>, Options);
 
 /// Hands every command to fred before awaiting any reply. Each `custom_raw`
 /// enqueues its command synchronously on its first poll, and `join_all` polls
 /// in order, so commands reach the connection in the caller's order.
 async fn send_in_order<C: ClientLike>(
     client: &C,
-    commands: Vec<Vec<Bytes>>,
-    options: &Options,
+    commands: Vec<Prepared>,
 ) -> Vec<Result<Frame, FredError>> {
-    let client = client.with_options(options);
-    let futures = commands.into_iter().map(|args| {
-        let (command, args) = to_custom(args);
-        let client = &client;
-        async move { client.custom_raw(command, args).await }
-    });
+    let futures = commands
+        .into_iter()
+        .map(|(command, args, options)| async move {
+            client
+                .with_options(&options)
+                .custom_raw(command, args)
+                .await
+        });
     futures::future::join_all(futures).await
 }

@@ -8,6 +8,7 @@ use axum::response::{IntoResponse, Response};
 use super::extract::{Caller, RawBody, ReplyFormat};
 use super::AppState;
 use crate::backend::TransactionOutcome;
+use crate::dispatch::Dispatch;
 use crate::error::ApiError;
 use crate::policy::{prepare, Access, Prepared, ReplyFix};
 use crate::protocol::reply::{self, Frame};
@@ -49,9 +50,10 @@ async fn run_single(
     let prepared = prepare(command, access, table.as_deref(), state.scripts())?;
     let frame = match prepared.answer {
         Some(answer) => answer,
-        None => prepared
-            .fix
-            .apply(state.backend().execute(prepared.args).await?),
+        None => {
+            let dispatch = Dispatch::new(state.backend(), table.as_deref());
+            prepared.fix.apply(dispatch.one(prepared.args).await?)
+        }
     };
     if let Some(text) = reply::error_text(&frame) {
         return Err(ApiError::Redis(text));
@@ -96,7 +98,8 @@ pub async fn pipeline(
             Err(refusal) => slots.push(Slot::Answered(reply::error(refusal.to_string()))),
         }
     }
-    let mut replies = state.backend().pipeline(to_send).await?.into_iter();
+    let dispatch = Dispatch::new(state.backend(), table.as_deref());
+    let mut replies = dispatch.many(to_send).await?.into_iter();
     let frames: Vec<Frame> = slots
         .into_iter()
         .map(|slot| match slot {
@@ -142,7 +145,8 @@ pub async fn multi_exec(
         });
         return Ok(encode_list(&frames.collect::<Vec<_>>(), format));
     }
-    match state.backend().transaction(to_send).await? {
+    let dispatch = Dispatch::new(state.backend(), table.as_deref());
+    match dispatch.transaction(to_send).await? {
         TransactionOutcome::Discarded(text) => Err(ApiError::Redis(text)),
         TransactionOutcome::Executed(frames) => {
             let mut replies = frames.into_iter();

@@ -143,7 +143,7 @@ impl Prepared {
 }
 
 /// Upstash's `SCAN … WITHTYPE`: one atomic, read-only script that scans and types.
-const SCAN_WITH_TYPE_SCRIPT: &str = "local reply = redis.call('SCAN', unpack(ARGV))
+pub const SCAN_WITH_TYPE_SCRIPT: &str = "local reply = redis.call('SCAN', unpack(ARGV))
 local typed = {}
 for _, key in ipairs(reply[2]) do
   typed[#typed + 1] = key

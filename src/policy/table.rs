@@ -11,6 +11,7 @@ use std::collections::HashMap;
 
 use crate::protocol::reply::Frame;
 use crate::protocol::Command;
+use crate::routing::KeySpec;
 
 /// Commands a read-only token may run although they are not in `@read`.
 const READ_ONLY_EXTRAS: &[&str] = &["ping", "echo", "eval_ro", "evalsha_ro", "fcall_ro"];
@@ -26,6 +27,8 @@ pub struct CommandInfo {
     pub flags: Vec<String>,
     /// ACL categories such as `@read`, `@dangerous`.
     pub acl_categories: Vec<String>,
+    /// Key specifications, for slot routing.
+    pub key_specs: Vec<KeySpec>,
     /// Subcommands by lower-case subcommand name.
     pub subcommands: HashMap<String, CommandInfo>,
     /// Precomputed: may a read-only token run it?
@@ -85,6 +88,19 @@ impl CommandTable {
         top.subcommands.get(&format!("{}|{}", top.name, sub))
     }
 
+    /// The entry for a command given as raw arguments (name first).
+    pub fn lookup_args(&self, args: &[bytes::Bytes]) -> Option<&CommandInfo> {
+        let name = std::str::from_utf8(args.first()?)
+            .ok()?
+            .to_ascii_lowercase();
+        let top = self.commands.get(&name)?;
+        if top.subcommands.is_empty() {
+            return Some(top);
+        }
+        let sub = std::str::from_utf8(args.get(1)?).ok()?.to_ascii_lowercase();
+        top.subcommands.get(&format!("{}|{}", top.name, sub))
+    }
+
     /// Whether a read-only token may run `command`. Unknown commands are refused.
     pub fn read_only_allows(&self, command: &Command) -> bool {
         self.lookup(command).is_some_and(|c| c.read_only_allowed)
@@ -104,6 +120,10 @@ fn parse_entry(entry: &Frame) -> Result<CommandInfo, TableError> {
     };
     let flags = fields.get(2).map(text_list).unwrap_or_default();
     let acl_categories = fields.get(6).map(text_list).unwrap_or_default();
+    let key_specs = match fields.get(8) {
+        Some(Frame::Array { data, .. }) => data.iter().filter_map(KeySpec::from_frame).collect(),
+        _ => Vec::new(),
+    };
     let mut subcommands = HashMap::new();
     if let Some(subs) = fields.get(9).and_then(as_array) {
         for sub in subs {
@@ -119,6 +139,7 @@ fn parse_entry(entry: &Frame) -> Result<CommandInfo, TableError> {
         arity,
         flags,
         acl_categories,
+        key_specs,
         subcommands,
         read_only_allowed,
     })

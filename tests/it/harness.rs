@@ -21,6 +21,15 @@ pub fn free_port() -> u16 {
         .expect("no free port")
 }
 
+/// For cluster nodes, a per-port cluster config file next to the data dir.
+fn cluster_file_args(extra: &[&str], port: u16) -> Vec<String> {
+    if extra.contains(&"--cluster-enabled") {
+        vec!["--cluster-config-file".into(), format!("nodes-{port}.conf")]
+    } else {
+        Vec::new()
+    }
+}
+
 /// A `redis-server` child process, killed on drop.
 pub struct RedisServer {
     child: Child,
@@ -31,6 +40,11 @@ pub struct RedisServer {
 impl RedisServer {
     /// Starts a fresh, non-persistent Redis and waits until it answers PING.
     pub fn start() -> RedisServer {
+        RedisServer::start_with(&[])
+    }
+
+    /// Like [`RedisServer::start`], with extra `redis-server` arguments.
+    pub fn start_with(extra: &[&str]) -> RedisServer {
         for _ in 0..5 {
             let port = free_port();
             let child = Command::new("redis-server")
@@ -44,6 +58,8 @@ impl RedisServer {
                     "--appendonly",
                     "no",
                 ])
+                .args(cluster_file_args(extra, port))
+                .args(extra)
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .spawn()
@@ -94,6 +110,91 @@ impl Drop for RedisServer {
     }
 }
 
+/// A Redis Cluster of `redis-server` processes on free ports, killed on drop.
+pub struct RedisCluster {
+    /// Every node, primaries first.
+    pub nodes: Vec<RedisServer>,
+    dir: std::path::PathBuf,
+}
+
+impl RedisCluster {
+    /// Starts `primaries` primaries with `replicas` replicas each and waits for
+    /// `cluster_state:ok` on every node.
+    pub fn start(primaries: usize, replicas: usize) -> RedisCluster {
+        let dir =
+            std::env::temp_dir().join(format!("restash-cluster-{:08x}", rand::random::<u32>()));
+        std::fs::create_dir_all(&dir).expect("cluster dir");
+        let total = primaries * (1 + replicas);
+        let nodes: Vec<RedisServer> = (0..total)
+            .map(|_| {
+                RedisServer::start_with(&[
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-node-timeout",
+                    "1000",
+                    "--dir",
+                    dir.to_str().expect("utf-8 temp dir"),
+                ])
+            })
+            .collect();
+        let addresses: Vec<String> = nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port))
+            .collect();
+        let output = Command::new("redis-cli")
+            .arg("--cluster")
+            .arg("create")
+            .args(&addresses)
+            .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
+            .output()
+            .expect("redis-cli --cluster create");
+        assert!(
+            output.status.success(),
+            "cluster create failed: {}",
+            String::from_utf8_lossy(&output.stdout)
+        );
+        let cluster = RedisCluster { nodes, dir };
+        cluster.wait_ok(Duration::from_secs(20));
+        cluster
+    }
+
+    fn wait_ok(&self, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        loop {
+            let all_ok = self.nodes.iter().all(|n| {
+                let info = n.cli(&["CLUSTER", "INFO"]);
+                info.contains("cluster_state:ok") && info.contains("cluster_slots_ok:16384")
+            });
+            let replicas_synced = self.nodes.iter().all(|n| {
+                let role = n.cli(&["ROLE"]);
+                !role.starts_with("slave") || role.contains("connected")
+            });
+            if all_ok && replicas_synced {
+                return;
+            }
+            assert!(Instant::now() < deadline, "cluster did not become ok");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// `redis-cluster://…` URL naming every node.
+    pub fn url(&self) -> String {
+        let mut url = format!("redis-cluster://127.0.0.1:{}", self.nodes[0].port);
+        for (i, node) in self.nodes.iter().enumerate().skip(1) {
+            url.push(if i == 1 { '?' } else { '&' });
+            url.push_str(&format!("node=127.0.0.1:{}", node.port));
+        }
+        url
+    }
+}
+
+impl Drop for RedisCluster {
+    fn drop(&mut self) {
+        self.nodes.clear();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
 /// A restash instance served in-process; shut down on drop.
 pub struct Gateway {
     /// `http://127.0.0.1:<port>`.
@@ -117,6 +218,11 @@ impl Gateway {
     /// Starts restash against `redis` with the default test configuration.
     pub async fn start(redis: &RedisServer) -> Gateway {
         Gateway::start_with(test_config(&redis.url())).await
+    }
+
+    /// Starts restash against a cluster with the default test configuration.
+    pub async fn start_cluster(cluster: &RedisCluster) -> Gateway {
+        Gateway::start_with(test_config(&cluster.url())).await
     }
 
     /// Starts restash with `config` and waits until `/readyz` answers 200

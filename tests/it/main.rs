@@ -1,6 +1,7 @@
 //! Integration tests: restash over real HTTP against real Redis processes.
 
 mod bad_input;
+mod cluster;
 mod harness;
 mod process;
 mod protocol;

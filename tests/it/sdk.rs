@@ -4,9 +4,9 @@
 use std::path::Path;
 use std::process::Command;
 
-use crate::harness::{prefix, Gateway, RedisServer, READONLY_TOKEN, TOKEN};
+use crate::harness::{prefix, Gateway, RedisCluster, RedisServer, READONLY_TOKEN, TOKEN};
 
-fn run_suite(gateway: &Gateway, program: &str, args: &[&str]) {
+fn run_suite(gateway: &Gateway, key_prefix: &str, program: &str, args: &[&str]) {
     let root = env!("CARGO_MANIFEST_DIR");
     let output = Command::new(program)
         .args(args)
@@ -14,7 +14,7 @@ fn run_suite(gateway: &Gateway, program: &str, args: &[&str]) {
         .env("UPSTASH_REDIS_REST_URL", &gateway.url)
         .env("UPSTASH_REDIS_REST_TOKEN", TOKEN)
         .env("RESTASH_READONLY_TOKEN", READONLY_TOKEN)
-        .env("RESTASH_TEST_PREFIX", prefix())
+        .env("RESTASH_TEST_PREFIX", key_prefix)
         .output()
         .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
     let stdout = String::from_utf8_lossy(&output.stdout);
@@ -40,14 +40,24 @@ fn require(path: &str) {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn node_sdk_suite() {
+const NODE: (&str, &[&str]) = ("npm", &["--prefix", "tests/sdk/node", "test"]);
+const PYTHON: (&str, &[&str]) = (
+    "tests/sdk/python/.venv/bin/python",
+    &["-m", "pytest", "-q", "tests/sdk/python"],
+);
+
+fn require_node() {
     require("tests/sdk/node/node_modules/@upstash/redis");
     require("tests/sdk/node/node_modules/@upstash/ratelimit");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_sdk_suite() {
+    require_node();
     let redis = RedisServer::start();
     let gateway = Gateway::start(&redis).await;
     let g = &gateway;
-    tokio::task::block_in_place(|| run_suite(g, "npm", &["--prefix", "tests/sdk/node", "test"]));
+    tokio::task::block_in_place(|| run_suite(g, &prefix(), NODE.0, NODE.1));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -56,11 +66,21 @@ async fn python_sdk_suite() {
     let redis = RedisServer::start();
     let gateway = Gateway::start(&redis).await;
     let g = &gateway;
+    tokio::task::block_in_place(|| run_suite(g, &prefix(), PYTHON.0, PYTHON.1));
+}
+
+/// Both SDK suites against a 3-primary cluster. Multi-key commands need their
+/// keys in one slot on a cluster, so the suites' key prefix is a hash tag.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sdk_suites_on_a_cluster() {
+    require_node();
+    require("tests/sdk/python/.venv/bin/python");
+    let cluster = tokio::task::block_in_place(|| RedisCluster::start(3, 0));
+    let gateway = Gateway::start_cluster(&cluster).await;
+    let g = &gateway;
+    let tag = format!("{{sdk{:08x}}}:", rand::random::<u32>());
     tokio::task::block_in_place(|| {
-        run_suite(
-            g,
-            "tests/sdk/python/.venv/bin/python",
-            &["-m", "pytest", "-q", "tests/sdk/python"],
-        )
+        run_suite(g, &tag, NODE.0, NODE.1);
+        run_suite(g, &tag, PYTHON.0, PYTHON.1);
     });
 }

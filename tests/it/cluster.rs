@@ -1,0 +1,406 @@
+//! restash in front of a Redis Cluster: slot routing, fan-out, splits, scans,
+//! transactions, and no redirects in steady state.
+
+use std::collections::HashSet;
+
+use serde_json::{json, Value};
+
+use crate::harness::{prefix, Gateway, RedisCluster};
+
+async fn fill(gw: &Gateway, p: &str, count: usize) {
+    for chunk in (0..count).collect::<Vec<_>>().chunks(1000) {
+        let commands: Vec<Value> = chunk
+            .iter()
+            .map(|i| json!(["SET", format!("{p}k{i}"), i]))
+            .collect();
+        let (status, body) = gw
+            .post("/pipeline", Value::Array(commands).to_string())
+            .await;
+        assert_eq!(status, 200);
+        assert!(body
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r == &json!({"result": "OK"})));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whole_database_commands_span_every_primary() {
+    let cluster = tokio::task::block_in_place(|| RedisCluster::start(3, 0));
+    let gw = Gateway::start_cluster(&cluster).await;
+    let p = prefix();
+    fill(&gw, &p, 10_000).await;
+    // The keys really are spread over the three primaries.
+    for node in &cluster.nodes {
+        let count: i64 = node.cli(&["DBSIZE"]).parse().unwrap();
+        assert!(count > 2_500, "node holds only {count} keys");
+    }
+    assert_eq!(
+        gw.command(json!(["DBSIZE"])).await,
+        (200, json!({"result": 10_000}))
+    );
+    let (_, keys) = gw.command(json!(["KEYS", format!("{p}*")])).await;
+    let keys: HashSet<String> = keys["result"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k.as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(keys.len(), 10_000);
+
+    // A full SCAN returns every key exactly once.
+    let mut seen = Vec::new();
+    let mut cursor = "0".to_string();
+    let mut calls = 0;
+    loop {
+        let (status, body) = gw
+            .command(json!([
+                "SCAN",
+                cursor,
+                "MATCH",
+                format!("{p}*"),
+                "COUNT",
+                1000
+            ]))
+            .await;
+        assert_eq!(status, 200, "{body}");
+        cursor = body["result"][0].as_str().unwrap().to_string();
+        seen.extend(
+            body["result"][1]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|k| k.as_str().unwrap().to_string()),
+        );
+        calls += 1;
+        assert!(calls < 1_000, "scan does not end");
+        if cursor == "0" {
+            break;
+        }
+    }
+    assert_eq!(seen.len(), 10_000, "duplicates or missing keys");
+    assert_eq!(seen.into_iter().collect::<HashSet<_>>(), keys);
+
+    // SCAN … TYPE and WITHTYPE (Upstash's extension) across nodes.
+    gw.command(json!(["RPUSH", format!("{p}list"), "x"])).await;
+    let mut typed = Vec::new();
+    let mut cursor = "0".to_string();
+    loop {
+        let (_, body) = gw
+            .command(json!([
+                "SCAN",
+                cursor,
+                "MATCH",
+                format!("{p}l*"),
+                "COUNT",
+                5000,
+                "WITHTYPE"
+            ]))
+            .await;
+        cursor = body["result"][0].as_str().unwrap().to_string();
+        typed.extend(body["result"][1].as_array().unwrap().iter().cloned());
+        if cursor == "0" {
+            break;
+        }
+    }
+    assert_eq!(typed, vec![json!(format!("{p}list")), json!("list")]);
+    let (_, body) = gw
+        .command(json!(["SCAN", "0", "COUNT", 100000, "TYPE", "list"]))
+        .await;
+    let _ = body; // first node only; the full walk is covered above
+    let (status, body) = gw.command(json!(["SCAN", "99999999", "COUNT", 10])).await;
+    assert_eq!(
+        (status, body),
+        (400, json!({"error": "ERR invalid cursor"}))
+    );
+
+    let (status, body) = gw.command(json!(["RANDOMKEY"])).await;
+    assert_eq!(status, 200);
+    assert!(body["result"].as_str().is_some());
+
+    // FLUSHDB empties every primary.
+    assert_eq!(
+        gw.command(json!(["FLUSHDB"])).await,
+        (200, json!({"result": "OK"}))
+    );
+    assert_eq!(
+        gw.command(json!(["DBSIZE"])).await,
+        (200, json!({"result": 0}))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multi_key_commands_split_or_refuse() {
+    let cluster = tokio::task::block_in_place(|| RedisCluster::start(3, 0));
+    let gw = Gateway::start_cluster(&cluster).await;
+    let p = prefix();
+    let k = |s: &str| format!("{p}{s}");
+
+    // Our slot function agrees with the server's.
+    for key in ["foo", "123", "{user}:1", "a{b}c", "", "{}x", &k("x")] {
+        let server: u16 = cluster.nodes[0]
+            .cli(&["CLUSTER", "KEYSLOT", key])
+            .parse()
+            .unwrap();
+        assert_eq!(
+            restash::routing::key_slot(key.as_bytes()),
+            server,
+            "{key:?}"
+        );
+    }
+
+    assert_eq!(
+        gw.command(json!([
+            "MSET",
+            k("a"),
+            "1",
+            k("b"),
+            "2",
+            k("c"),
+            "3",
+            k("d"),
+            4
+        ]))
+        .await,
+        (200, json!({"result": "OK"}))
+    );
+    assert_eq!(
+        gw.command(json!([
+            "MGET",
+            k("d"),
+            k("missing"),
+            k("a"),
+            k("c"),
+            k("b"),
+            k("a")
+        ]))
+        .await,
+        (200, json!({"result": ["4", null, "1", "3", "2", "1"]}))
+    );
+    assert_eq!(
+        gw.command(json!(["EXISTS", k("a"), k("b"), k("a"), k("nope")]))
+            .await,
+        (200, json!({"result": 3}))
+    );
+    assert_eq!(
+        gw.command(json!(["TOUCH", k("a"), k("b"), k("nope")]))
+            .await,
+        (200, json!({"result": 2}))
+    );
+    assert_eq!(
+        gw.command(json!(["DEL", k("a"), k("b"), k("nope")])).await,
+        (200, json!({"result": 2}))
+    );
+    assert_eq!(
+        gw.command(json!(["UNLINK", k("c"), k("d")])).await,
+        (200, json!({"result": 2}))
+    );
+
+    // Cross-slot commands that cannot be split answer Redis' own CROSSSLOT text.
+    let (status, body) = gw
+        .command(json!(["SUNIONSTORE", k("dst"), k("s1"), k("s2")]))
+        .await;
+    assert_eq!(
+        (status, body),
+        (
+            400,
+            json!({"error": "CROSSSLOT Keys in request don't hash to the same slot"})
+        )
+    );
+    let (status, _) = gw.command(json!(["RENAME", k("s1"), k("s2")])).await;
+    assert_eq!(status, 400);
+    // With a hash tag they run.
+    gw.command(json!(["SADD", format!("{{{p}}}s1"), "x"])).await;
+    assert_eq!(
+        gw.command(json!([
+            "SUNIONSTORE",
+            format!("{{{p}}}dst"),
+            format!("{{{p}}}s1"),
+            format!("{{{p}}}s2")
+        ]))
+        .await,
+        (200, json!({"result": 1}))
+    );
+
+    // Commands whose keys are not in the first argument are routed by key specs.
+    gw.command(json!(["SET", k("obj"), "12345"])).await;
+    assert_eq!(
+        gw.command(json!(["OBJECT", "ENCODING", k("obj")])).await,
+        (200, json!({"result": "int"}))
+    );
+    assert_eq!(
+        gw.command(json!([
+            "EVAL",
+            "return redis.call('GET', KEYS[1])",
+            1,
+            k("obj")
+        ]))
+        .await,
+        (200, json!({"result": "12345"}))
+    );
+    gw.command(json!(["RPUSH", k("sortme"), 3, 1, 2])).await;
+    // SORT's key specs are incomplete: restash asks the server (COMMAND GETKEYS).
+    assert_eq!(
+        gw.command(json!(["SORT", k("sortme")])).await,
+        (200, json!({"result": ["1", "2", "3"]}))
+    );
+
+    // SCRIPT LOAD reaches every primary, so EVALSHA works wherever a key lives.
+    let (_, body) = gw
+        .command(json!([
+            "SCRIPT",
+            "LOAD",
+            "return redis.call('INCR', KEYS[1])"
+        ]))
+        .await;
+    let sha = body["result"].as_str().unwrap().to_string();
+    for i in 0..20 {
+        assert_eq!(
+            gw.command(json!(["EVALSHA", sha, 1, k(&format!("n{i}"))]))
+                .await,
+            (200, json!({"result": 1}))
+        );
+    }
+    assert_eq!(
+        gw.command(json!(["SCRIPT", "EXISTS", sha, "abc"])).await,
+        (200, json!({"result": [1, 0]}))
+    );
+
+    // A pipeline across slots, with a fan-out and a split in the middle, keeps its order.
+    let (status, body) = gw
+        .post(
+            "/pipeline",
+            json!([
+                ["SET", k("p1"), "a"],
+                ["DBSIZE"],
+                ["MGET", k("p1"), k("n1")],
+                ["GET", k("p1")],
+                ["SUNION", k("x"), k("y")]
+            ])
+            .to_string(),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let items = body.as_array().unwrap();
+    assert_eq!(items[0], json!({"result": "OK"}));
+    assert!(items[1]["result"].as_i64().unwrap() > 20);
+    assert_eq!(items[2], json!({"result": ["a", "1"]}));
+    assert_eq!(items[3], json!({"result": "a"}));
+    assert_eq!(
+        items[4],
+        json!({"error": "CROSSSLOT Keys in request don't hash to the same slot"})
+    );
+
+    // Transactions run on the node that owns their slot; cross-slot ones are refused whole.
+    let t = |s: &str| format!("{{{p}tx}}{s}");
+    let (status, body) = gw
+        .post(
+            "/multi-exec",
+            json!([["SET", t("a"), 1], ["INCR", t("a")], ["GET", t("a")]]).to_string(),
+        )
+        .await;
+    assert_eq!(
+        (status, body),
+        (
+            200,
+            json!([{"result": "OK"}, {"result": 2}, {"result": "2"}])
+        )
+    );
+    let (status, body) = gw
+        .post(
+            "/multi-exec",
+            json!([["SET", k("tx1"), 1], ["SET", k("tx2"), 2]]).to_string(),
+        )
+        .await;
+    assert_eq!(
+        (status, body),
+        (
+            400,
+            json!({"error": "CROSSSLOT Keys in request don't hash to the same slot"})
+        )
+    );
+    assert_eq!(
+        gw.command(json!(["EXISTS", k("tx1"), k("tx2")])).await.1,
+        json!({"result": 0})
+    );
+}
+
+fn stat(node: &crate::harness::RedisServer, section: &str, field: &str) -> i64 {
+    node.cli(&["INFO", section])
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{field}:")))
+        .map(|v| {
+            v.split(',')
+                .next()
+                .unwrap_or("0")
+                .trim_start_matches("count=")
+                .trim()
+                .parse()
+                .unwrap_or(0)
+        })
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn steady_state_causes_no_redirects() {
+    let cluster = tokio::task::block_in_place(|| RedisCluster::start(3, 0));
+    let gw = Gateway::start_cluster(&cluster).await;
+    let p = prefix();
+    // Warm up: connections to every primary exist.
+    fill(&gw, &p, 300).await;
+    gw.command(json!(["DBSIZE"])).await;
+    let before: Vec<i64> = cluster
+        .nodes
+        .iter()
+        .map(|n| stat(n, "stats", "total_connections_received"))
+        .collect();
+
+    let mut requests = 0;
+    for round in 0..530 {
+        let key = format!("{p}k{}", round % 300);
+        // Keys in the first argument, in later arguments, in subcommands and in scripts.
+        for command in [
+            json!(["GET", key]),
+            json!(["OBJECT", "ENCODING", key]),
+            json!(["EVAL", "return redis.call('EXISTS', KEYS[1])", 1, key]),
+            json!(["EXISTS", key]),
+        ] {
+            let (status, body) = gw.command(command).await;
+            assert_eq!(status, 200, "{body}");
+            requests += 1;
+        }
+        let batch: Vec<Value> = (0..15)
+            .map(|i| json!(["INCR", format!("{p}c{}", (round * 15 + i) % 97)]))
+            .collect();
+        let (status, _) = gw.post("/pipeline", Value::Array(batch).to_string()).await;
+        assert_eq!(status, 200);
+        requests += 15;
+    }
+    assert!(requests >= 10_000);
+    // Each `redis-cli INFO` opens one connection: exactly one more per node, nothing else.
+    let after: Vec<i64> = cluster
+        .nodes
+        .iter()
+        .map(|n| stat(n, "stats", "total_connections_received"))
+        .collect();
+    for (b, a) in before.iter().zip(&after) {
+        assert_eq!(
+            a - b,
+            1,
+            "restash opened new connections: {before:?} -> {after:?}"
+        );
+    }
+    for node in &cluster.nodes {
+        assert_eq!(
+            stat(node, "errorstats", "errorstat_MOVED"),
+            0,
+            "a MOVED redirect happened"
+        );
+        assert_eq!(
+            stat(node, "errorstats", "errorstat_ASK"),
+            0,
+            "an ASK redirect happened"
+        );
+    }
+}
