@@ -43,6 +43,32 @@ impl RedisServer {
         RedisServer::start_with(&[])
     }
 
+    /// Starts a Sentinel from a config file (Sentinel rewrites it).
+    pub fn start_sentinel(conf: &str) -> RedisServer {
+        for _ in 0..5 {
+            let port = free_port();
+            let child = Command::new("redis-server")
+                .args([
+                    conf,
+                    "--sentinel",
+                    "--port",
+                    &port.to_string(),
+                    "--bind",
+                    "127.0.0.1",
+                ])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("redis-server");
+            let mut server = RedisServer { child, port };
+            if server.wait_ready(Duration::from_secs(5)) {
+                return server;
+            }
+            let _ = server.child.kill();
+        }
+        panic!("could not start a sentinel");
+    }
+
     /// Like [`RedisServer::start`], with extra `redis-server` arguments.
     pub fn start_with(extra: &[&str]) -> RedisServer {
         for _ in 0..5 {
@@ -71,6 +97,12 @@ impl RedisServer {
             let _ = server.child.kill();
         }
         panic!("could not start redis-server");
+    }
+
+    /// Kills the process (a crash, as far as clients can tell).
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     /// `redis://127.0.0.1:<port>`.
@@ -191,6 +223,81 @@ impl RedisCluster {
 impl Drop for RedisCluster {
     fn drop(&mut self) {
         self.nodes.clear();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A primary, one replica and three Sentinels watching them as `mymaster`.
+pub struct SentinelSet {
+    /// The primary, then the replica.
+    pub servers: Vec<RedisServer>,
+    /// The Sentinel processes.
+    pub sentinels: Vec<RedisServer>,
+    dir: std::path::PathBuf,
+}
+
+impl SentinelSet {
+    /// Starts the set and waits until every Sentinel knows the replica.
+    pub fn start() -> SentinelSet {
+        let dir =
+            std::env::temp_dir().join(format!("restash-sentinel-{:08x}", rand::random::<u32>()));
+        std::fs::create_dir_all(&dir).expect("sentinel dir");
+        let primary = RedisServer::start();
+        let replica =
+            RedisServer::start_with(&["--replicaof", "127.0.0.1", &primary.port.to_string()]);
+        let sentinels = (0..3)
+            .map(|i| {
+                let conf = dir.join(format!("sentinel-{i}.conf"));
+                std::fs::write(
+                    &conf,
+                    format!(
+                        "sentinel monitor mymaster 127.0.0.1 {} 2\n\
+                         sentinel down-after-milliseconds mymaster 1000\n\
+                         sentinel failover-timeout mymaster 4000\n\
+                         sentinel parallel-syncs mymaster 1\n",
+                        primary.port
+                    ),
+                )
+                .expect("sentinel conf");
+                RedisServer::start_sentinel(conf.to_str().expect("utf-8 path"))
+            })
+            .collect();
+        let set = SentinelSet {
+            servers: vec![primary, replica],
+            sentinels,
+            dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while !set.sentinels.iter().all(|s| {
+            s.cli(&["SENTINEL", "REPLICAS", "mymaster"])
+                .contains("slave")
+        }) {
+            assert!(
+                Instant::now() < deadline,
+                "sentinels did not discover the replica"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        set
+    }
+
+    /// `redis-sentinel://…` URL naming every Sentinel.
+    pub fn url(&self) -> String {
+        let mut url = format!(
+            "redis-sentinel://127.0.0.1:{}/0?sentinelServiceName=mymaster",
+            self.sentinels[0].port
+        );
+        for sentinel in &self.sentinels[1..] {
+            url.push_str(&format!("&node=127.0.0.1:{}", sentinel.port));
+        }
+        url
+    }
+}
+
+impl Drop for SentinelSet {
+    fn drop(&mut self) {
+        self.sentinels.clear();
+        self.servers.clear();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

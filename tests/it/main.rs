@@ -2,6 +2,7 @@
 
 mod bad_input;
 mod cluster;
+mod failover;
 mod harness;
 mod process;
 mod protocol;
