@@ -51,6 +51,8 @@ pub struct Config {
     pub log_format: LogFormat,
     /// `RESTASH_LOG` (or `RUST_LOG`): tracing filter.
     pub log_filter: String,
+    /// `RESTASH_READ_FROM_REPLICAS`: send read-only commands to replicas (cluster).
+    pub read_from_replicas: bool,
 }
 
 /// A variable that could not be used.
@@ -124,6 +126,10 @@ impl Config {
             log_filter: get("RESTASH_LOG")
                 .or_else(|| get("RUST_LOG"))
                 .unwrap_or_else(|| "info".to_string()),
+            read_from_replicas: matches!(
+                get("RESTASH_READ_FROM_REPLICAS").as_deref(),
+                Some("true" | "1" | "yes")
+            ),
         })
     }
 

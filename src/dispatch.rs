@@ -5,6 +5,8 @@
 //! ([`crate::routing`]) and sent to the owner of its slot, fanned out to every
 //! primary, split by slot, or refused with Redis' own `CROSSSLOT` text.
 
+use std::sync::atomic::{AtomicU32, Ordering};
+
 use bytes::Bytes;
 
 use crate::backend::{Backend, BackendError, Target, TransactionOutcome};
@@ -17,16 +19,73 @@ use crate::routing::Plan;
 /// Highest number of primaries a composite SCAN cursor can address.
 const SCAN_NODE_RADIX: u64 = 1024;
 
+/// Prefix of the `upstash-sync-token` values restash issues for read-your-writes.
+pub const SYNC_TOKEN_PREFIX: &str = "restash-w";
+
+/// No write seen.
+const NO_SLOT: u32 = u32::MAX;
+
 /// Runs commands on the deployment behind `backend`.
 pub struct Dispatch<'a> {
     backend: &'a Backend,
     table: Option<&'a CommandTable>,
+    /// Slot of the caller's last write, from the sync token it echoed.
+    last_write: Option<u16>,
+    /// Slot of the last write made through this dispatcher ([`NO_SLOT`]: none).
+    wrote: AtomicU32,
 }
 
 impl<'a> Dispatch<'a> {
     /// A dispatcher over `backend`, planning with the server's command table.
     pub fn new(backend: &'a Backend, table: Option<&'a CommandTable>) -> Self {
-        Dispatch { backend, table }
+        Dispatch {
+            backend,
+            table,
+            last_write: None,
+            wrote: AtomicU32::new(NO_SLOT),
+        }
+    }
+
+    /// Takes the caller's `upstash-sync-token`: with replica reads on, reads on the
+    /// shard of the caller's last write go to its primary (read-your-writes).
+    pub fn with_sync_token(mut self, token: Option<&str>) -> Self {
+        self.last_write = token
+            .and_then(|t| t.strip_prefix(SYNC_TOKEN_PREFIX))
+            .and_then(|slot| slot.parse().ok());
+        self
+    }
+
+    /// The sync token to answer: a new one when this request wrote, else `None`.
+    pub fn sync_token(&self) -> Option<String> {
+        match self.wrote.load(Ordering::Relaxed) {
+            NO_SLOT => None,
+            slot => Some(format!("{SYNC_TOKEN_PREFIX}{slot}")),
+        }
+    }
+
+    /// Where a single-slot command goes: replicas serve reads unless the caller
+    /// (or this request) wrote to the same shard; writes are remembered.
+    fn slot_target(&self, args: &[Bytes], slot: u16) -> Target {
+        if !self.backend.reads_from_replicas() {
+            return Target::Slot(slot);
+        }
+        let read_only = self
+            .table
+            .and_then(|t| t.lookup_args(args))
+            .is_some_and(|info| info.has_flag("readonly"));
+        if !read_only {
+            self.wrote.store(u32::from(slot), Ordering::Relaxed);
+            return Target::Slot(slot);
+        }
+        let wrote = match self.wrote.load(Ordering::Relaxed) {
+            NO_SLOT => self.last_write,
+            slot => u16::try_from(slot).ok(),
+        };
+        if wrote.is_some_and(|w| self.backend.same_shard(w, slot)) {
+            Target::Slot(slot)
+        } else {
+            Target::Replica(slot)
+        }
     }
 
     fn plan(&self, args: &[Bytes]) -> Plan {
@@ -49,7 +108,10 @@ impl<'a> Dispatch<'a> {
                 self.backend.execute_on(args, Target::Default).await
             }
             Plan::AnyNode => self.backend.execute_on(args, Target::AnyNode).await,
-            Plan::Slot(slot) => self.backend.execute_on(args, Target::Slot(slot)).await,
+            Plan::Slot(slot) => {
+                let target = self.slot_target(&args, slot);
+                self.backend.execute_on(args, target).await
+            }
             Plan::CrossSlot => Ok(reply::error(CROSSSLOT_TEXT)),
             Plan::AskServer => match self.resolve_keys(&args).await? {
                 Ok(plan) => Box::pin(self.run_planned(args, plan)).await,
@@ -74,7 +136,7 @@ impl<'a> Dispatch<'a> {
             let plan = self.plan(&args);
             let target = match plan {
                 Plan::AnyNode => Some(Target::AnyNode),
-                Plan::Slot(slot) => Some(Target::Slot(slot)),
+                Plan::Slot(slot) => Some(self.slot_target(&args, slot)),
                 _ => None,
             };
             match (target, plan) {
@@ -150,6 +212,10 @@ impl<'a> Dispatch<'a> {
                 }
             }
         }
+        if let Some(slot) = slot {
+            // Transactions run on the primary; remember the write for read-your-writes.
+            self.wrote.store(u32::from(slot), Ordering::Relaxed);
+        }
         let target = slot.map_or(Target::AnyNode, Target::Slot);
         self.backend.transaction(commands, target).await
     }
@@ -200,7 +266,7 @@ impl<'a> Dispatch<'a> {
                         }
                     }
                 }
-                (part, Target::Slot(*slot))
+                (part, self.slot_target(&args, *slot))
             })
             .collect();
         let replies = self.backend.pipeline_on(batch).await?;

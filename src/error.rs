@@ -87,7 +87,14 @@ impl IntoResponse for ApiError {
         if matches!(self, ApiError::Unavailable(_) | ApiError::Timeout(_)) {
             tracing::warn!(error = %self, "request failed");
         }
-        json_error(self.status(), &self.to_string())
+        let mut response = json_error(self.status(), &self.to_string());
+        if matches!(self, ApiError::PayloadTooLarge) {
+            // The unread body stays on the wire: the connection cannot be reused.
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        response
     }
 }
 

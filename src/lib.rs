@@ -99,6 +99,7 @@ pub async fn serve(
 fn backend_settings(config: &Config) -> BackendSettings {
     BackendSettings {
         url: config.redis_url.clone(),
+        read_from_replicas: config.read_from_replicas,
         connections: config.redis_connections,
         transaction_connections: config.transaction_connections,
         command_timeout: config.command_timeout,

@@ -14,6 +14,7 @@ use bytes::Bytes;
 use fred::clients::{ExclusivePool, Pool};
 use fred::error::{Error as FredError, ErrorKind};
 use fred::interfaces::{ClientLike, ClusterInterface};
+use fred::types::config::ReplicaConfig;
 use fred::types::config::{
     Config as FredConfig, ConnectionConfig, Options, PerformanceConfig, ReconnectPolicy, Server,
 };
@@ -30,6 +31,8 @@ const PIPELINE_CHUNK: usize = 1024;
 pub struct BackendSettings {
     /// `redis://`, `rediss://` or `redis+unix://` URL.
     pub url: String,
+    /// Send read-only commands to replicas (cluster deployments).
+    pub read_from_replicas: bool,
     /// Shared multiplexed connections.
     pub connections: usize,
     /// Dedicated connections for transactions.
@@ -76,6 +79,8 @@ pub enum Target {
     AnyNode,
     /// The primary that owns this hash slot.
     Slot(u16),
+    /// A replica of the primary that owns this hash slot (falls back to the primary).
+    Replica(u16),
     /// One primary, by address (fan-out and scans).
     Node(Node),
 }
@@ -99,6 +104,7 @@ pub struct Backend {
     command_timeout: Duration,
     /// Applied to every command: fail at once while disconnected, never replay.
     options: Options,
+    read_from_replicas: bool,
 }
 
 impl Backend {
@@ -125,6 +131,12 @@ impl Backend {
                 internal_command_timeout: settings.command_timeout,
                 max_command_attempts: 1,
                 max_command_buffer_len: settings.command_buffer,
+                replica: ReplicaConfig {
+                    lazy_connections: true,
+                    primary_fallback: true,
+                    ignore_reconnection_errors: true,
+                    ..ReplicaConfig::default()
+                },
                 ..ConnectionConfig::default()
             });
         let shared = builder
@@ -144,15 +156,48 @@ impl Backend {
                 fail_fast: true,
                 ..Options::default()
             },
+            read_from_replicas: settings.read_from_replicas,
         })
     }
 
     /// Waits until the shared connections are up, for at most `limit`.
     pub async fn wait_until_connected(&self, limit: Duration) -> bool {
-        matches!(
+        let connected = matches!(
             tokio::time::timeout(limit, self.shared.wait_for_connect()).await,
             Ok(Ok(()))
-        )
+        );
+        if connected && self.reads_from_replicas() {
+            // fred learns the replicas of each primary on demand; learn them now.
+            for client in self.shared.clients() {
+                let synced = match client.sync_cluster().await {
+                    Ok(()) => client.replicas().sync(false).await,
+                    Err(error) => Err(error),
+                };
+                if let Err(error) = synced {
+                    tracing::warn!(%error, "cannot read the cluster's replicas");
+                }
+            }
+        }
+        connected
+    }
+
+    /// Whether read-only commands go to replicas (`RESTASH_READ_FROM_REPLICAS` on a cluster).
+    pub fn reads_from_replicas(&self) -> bool {
+        self.read_from_replicas && self.is_cluster()
+    }
+
+    /// Whether two slots are served by the same primary right now.
+    pub fn same_shard(&self, a: u16, b: u16) -> bool {
+        if a == b {
+            return true;
+        }
+        match self.shared.next().cached_cluster_state() {
+            Some(state) => match (state.get_server(a), state.get_server(b)) {
+                (Some(x), Some(y)) => x == y,
+                _ => false,
+            },
+            None => false,
+        }
     }
 
     /// Whether the deployment is a Redis Cluster.
@@ -189,10 +234,7 @@ impl Backend {
         target: Target,
     ) -> Result<Frame, BackendError> {
         let client = self.shared.next();
-        let (command, args, options) = self.to_custom(args, &target);
-        client
-            .with_options(&options)
-            .custom_raw(command, args)
+        send_one(client, self.to_custom(args, &target))
             .await
             .map_err(|e| self.map_error(e))
     }
@@ -298,21 +340,40 @@ impl Backend {
         let (hash, node) = match target {
             Target::Default => (ClusterHash::FirstKey, None),
             Target::AnyNode => (ClusterHash::Random, None),
-            Target::Slot(slot) => (ClusterHash::Custom(*slot), None),
+            Target::Slot(slot) | Target::Replica(slot) => (ClusterHash::Custom(*slot), None),
             Target::Node(node) => (ClusterHash::Random, Some(node.0.clone())),
         };
         let mut options = self.options.clone();
         options.cluster_node = node;
-        (
-            CustomCommand::new(name, hash, false),
-            args.map(Value::Bytes).collect(),
+        Prepared {
+            command: CustomCommand::new(name, hash, false),
+            args: args.map(Value::Bytes).collect(),
             options,
-        )
+            replica: matches!(target, Target::Replica(_)),
+        }
     }
 }
 
 /// A command in fred's terms.
-type Prepared = (CustomCommand, Vec<Value>, Options);
+struct Prepared {
+    command: CustomCommand,
+    args: Vec<Value>,
+    options: Options,
+    /// Send to a replica of the slot's primary.
+    replica: bool,
+}
+
+async fn send_one<C: ClientLike>(client: &C, prepared: Prepared) -> Result<Frame, FredError> {
+    let client = client.with_options(&prepared.options);
+    if prepared.replica {
+        client
+            .replicas()
+            .custom_raw(prepared.command, prepared.args)
+            .await
+    } else {
+        client.custom_raw(prepared.command, prepared.args).await
+    }
+}
 
 /// Hands every command to fred before awaiting any reply. Each `custom_raw`
 /// enqueues its command synchronously on its first poll, and `join_all` polls
@@ -323,11 +384,6 @@ async fn send_in_order<C: ClientLike>(
 ) -> Vec<Result<Frame, FredError>> {
     let futures = commands
         .into_iter()
-        .map(|(command, args, options)| async move {
-            client
-                .with_options(&options)
-                .custom_raw(command, args)
-                .await
-        });
+        .map(|prepared| send_one(client, prepared));
     futures::future::join_all(futures).await
 }

@@ -5,7 +5,8 @@ use axum::extract::State;
 use axum::http::{header, HeaderValue, Method, Uri};
 use axum::response::{IntoResponse, Response};
 
-use super::extract::{Caller, RawBody, ReplyFormat};
+use super::extract::{Caller, RawBody, ReplyFormat, SyncToken};
+use super::layers::SYNC_TOKEN_HEADER;
 use super::AppState;
 use crate::backend::TransactionOutcome;
 use crate::dispatch::Dispatch;
@@ -20,10 +21,11 @@ pub async fn json_command(
     State(state): State<AppState>,
     Caller(access): Caller,
     format: ReplyFormat,
+    SyncToken(sync): SyncToken,
     RawBody(body): RawBody,
 ) -> Result<Response, ApiError> {
     let command = parse_command_json(&body)?;
-    run_single(&state, access, format, command).await
+    run_single(&state, access, format, sync, command).await
 }
 
 /// `GET|HEAD|POST|PUT /<command>/<arg>/…`: the body (if any) is the last argument.
@@ -31,29 +33,30 @@ pub async fn path_command(
     State(state): State<AppState>,
     Caller(access): Caller,
     format: ReplyFormat,
+    SyncToken(sync): SyncToken,
     method: Method,
     uri: Uri,
     RawBody(body): RawBody,
 ) -> Result<Response, ApiError> {
     let body = (method == Method::POST || method == Method::PUT).then_some(body);
     let command = parse_path_command(uri.path(), body, uri.query())?;
-    run_single(&state, access, format, command).await
+    run_single(&state, access, format, sync, command).await
 }
 
 async fn run_single(
     state: &AppState,
     access: Access,
     format: ReplyFormat,
+    sync: Option<String>,
     command: Command,
 ) -> Result<Response, ApiError> {
     let table = state.command_table();
+    let dispatch =
+        Dispatch::new(state.backend(), table.as_deref()).with_sync_token(sync.as_deref());
     let prepared = prepare(command, access, table.as_deref(), state.scripts())?;
     let frame = match prepared.answer {
         Some(answer) => answer,
-        None => {
-            let dispatch = Dispatch::new(state.backend(), table.as_deref());
-            prepared.fix.apply(dispatch.one(prepared.args).await?)
-        }
+        None => prepared.fix.apply(dispatch.one(prepared.args).await?),
     };
     if let Some(text) = reply::error_text(&frame) {
         return Err(ApiError::Redis(text));
@@ -64,7 +67,33 @@ async fn run_single(
         return Ok(bytes_response(body, "application/octet-stream"));
     }
     reply::write_item(&mut body, &frame, format.encoding);
-    Ok(bytes_response(body, "application/json"))
+    Ok(with_sync_token(
+        bytes_response(body, "application/json"),
+        state,
+        &dispatch,
+        sync,
+    ))
+}
+
+/// With replica reads on, answers the token that routes the caller's next reads:
+/// a new one when this request wrote, else the one it echoed.
+fn with_sync_token(
+    mut response: Response,
+    state: &AppState,
+    dispatch: &Dispatch<'_>,
+    echoed: Option<String>,
+) -> Response {
+    if !state.backend().reads_from_replicas() {
+        return response;
+    }
+    if let Some(value) = dispatch
+        .sync_token()
+        .or(echoed)
+        .and_then(|t| HeaderValue::from_str(&t).ok())
+    {
+        response.headers_mut().insert(SYNC_TOKEN_HEADER, value);
+    }
+    response
 }
 
 /// One pipeline item: sent to Redis with its reply fix, or answered by restash.
@@ -78,6 +107,7 @@ pub async fn pipeline(
     State(state): State<AppState>,
     Caller(access): Caller,
     format: ReplyFormat,
+    SyncToken(sync): SyncToken,
     RawBody(body): RawBody,
 ) -> Result<Response, ApiError> {
     let commands = parse_pipeline_json(&body)?;
@@ -98,7 +128,8 @@ pub async fn pipeline(
             Err(refusal) => slots.push(Slot::Answered(reply::error(refusal.to_string()))),
         }
     }
-    let dispatch = Dispatch::new(state.backend(), table.as_deref());
+    let dispatch =
+        Dispatch::new(state.backend(), table.as_deref()).with_sync_token(sync.as_deref());
     let mut replies = dispatch.many(to_send).await?.into_iter();
     let frames: Vec<Frame> = slots
         .into_iter()
@@ -107,7 +138,12 @@ pub async fn pipeline(
             Slot::Answered(frame) => frame,
         })
         .collect();
-    Ok(encode_list(&frames, format))
+    Ok(with_sync_token(
+        encode_list(&frames, format),
+        &state,
+        &dispatch,
+        sync,
+    ))
 }
 
 /// `POST /multi-exec`: MULTI/EXEC on a dedicated connection, one result per command.
@@ -115,6 +151,7 @@ pub async fn multi_exec(
     State(state): State<AppState>,
     Caller(access): Caller,
     format: ReplyFormat,
+    SyncToken(sync): SyncToken,
     RawBody(body): RawBody,
 ) -> Result<Response, ApiError> {
     if format.resp2 {
@@ -145,7 +182,8 @@ pub async fn multi_exec(
         });
         return Ok(encode_list(&frames.collect::<Vec<_>>(), format));
     }
-    let dispatch = Dispatch::new(state.backend(), table.as_deref());
+    let dispatch =
+        Dispatch::new(state.backend(), table.as_deref()).with_sync_token(sync.as_deref());
     match dispatch.transaction(to_send).await? {
         TransactionOutcome::Discarded(text) => Err(ApiError::Redis(text)),
         TransactionOutcome::Executed(frames) => {
@@ -157,7 +195,12 @@ pub async fn multi_exec(
                     Slot::Answered(frame) => frame,
                 })
                 .collect();
-            Ok(encode_list(&frames, format))
+            Ok(with_sync_token(
+                encode_list(&frames, format),
+                &state,
+                &dispatch,
+                sync,
+            ))
         }
     }
 }

@@ -96,3 +96,22 @@ impl<S: Send + Sync> FromRequest<S> for RawBody {
         }
     }
 }
+
+/// The `upstash-sync-token` a client echoes (any value is accepted).
+#[derive(Debug, Clone)]
+pub struct SyncToken(pub Option<String>);
+
+impl<S: Send + Sync> FromRequestParts<S> for SyncToken {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        Ok(SyncToken(
+            parts
+                .headers
+                .get("upstash-sync-token")
+                .and_then(|v| v.to_str().ok())
+                .filter(|v| !v.is_empty())
+                .map(str::to_string),
+        ))
+    }
+}

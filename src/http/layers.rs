@@ -109,9 +109,11 @@ async fn finish_response(State(state): State<AppState>, response: Response) -> R
     } else {
         response
     };
+    // Handlers that track read-your-writes set their own token.
     response
         .headers_mut()
-        .insert(SYNC_TOKEN_HEADER, state.sync_token());
+        .entry(SYNC_TOKEN_HEADER)
+        .or_insert_with(|| state.sync_token());
     response
 }
 

@@ -237,7 +237,7 @@ async fn bad_input_table() {
 
 /// Sends one case. The server answers 413 before reading an oversized body and
 /// closes the connection, so a client still writing may see a reset instead of
-/// the answer (as with any HTTP server without lingering close): retry those.
+/// the answer (as with any HTTP server without lingering close): retry then.
 async fn send_case(gateway: &Gateway, case: &Case) -> (u16, Value) {
     for _ in 0..5 {
         let mut request = gateway
@@ -258,8 +258,8 @@ async fn send_case(gateway: &Gateway, case: &Case) -> (u16, Value) {
                 let body: Value = response.json().await.expect("JSON body");
                 return (status, body);
             }
-            Err(error) if case.status == 413 => eprintln!("{}: {error}; retrying", case.name),
-            Err(error) => panic!("{}: {error}", case.name),
+            // None of these requests changes data, so a retry is harmless.
+            Err(error) => eprintln!("{}: {error}; retrying", case.name),
         }
     }
     panic!("{}: no answer after 5 attempts", case.name);
@@ -292,12 +292,7 @@ async fn http_level_errors_are_json() {
 
     // 404: endpoints that are reserved but not commands.
     let (status, body) = gateway
-        .send(
-            gateway
-                .http
-                .get(gateway.at("/cache/ns/key"))
-                .bearer_auth(TOKEN),
-        )
+        .send(gateway.http.get(gateway.at("/cache")).bearer_auth(TOKEN))
         .await;
     assert_eq!(status, 404);
     assert!(body["error"]

@@ -404,3 +404,81 @@ async fn steady_state_causes_no_redirects() {
         );
     }
 }
+
+fn get_calls_on_replicas(cluster: &RedisCluster) -> i64 {
+    cluster
+        .nodes
+        .iter()
+        .filter(|n| n.cli(&["ROLE"]).starts_with("slave"))
+        .map(|n| {
+            n.cli(&["INFO", "commandstats"])
+                .lines()
+                .find_map(|l| l.strip_prefix("cmdstat_get:calls="))
+                .and_then(|v| v.split(',').next())
+                .and_then(|v| v.parse::<i64>().ok())
+                .unwrap_or(0)
+        })
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replica_reads_keep_read_your_writes() {
+    let cluster = tokio::task::block_in_place(|| RedisCluster::start(3, 1));
+    let mut config = crate::harness::test_config(&cluster.url());
+    config.read_from_replicas = true;
+    let gw = Gateway::start_with(config).await;
+    let p = prefix();
+    fill(&gw, &p, 100).await;
+
+    // Without a token, reads go to replicas.
+    let before = get_calls_on_replicas(&cluster);
+    for i in 0..100 {
+        assert_eq!(gw.command(json!(["GET", format!("{p}k{i}")])).await.0, 200);
+    }
+    let served_by_replicas = get_calls_on_replicas(&cluster) - before;
+    assert!(
+        served_by_replicas >= 90,
+        "replicas served only {served_by_replicas} of 100 reads"
+    );
+
+    // A client that echoes the token of its last write always reads that write:
+    // its reads on that shard go to the primary (no replica serves one of them).
+    let replica_gets_before = get_calls_on_replicas(&cluster);
+    for i in 0..300 {
+        let key = format!("{p}ryw{}", i % 7);
+        let response = gw
+            .http
+            .post(gw.at("/"))
+            .bearer_auth(crate::harness::TOKEN)
+            .body(json!(["SET", key, i]).to_string())
+            .send()
+            .await
+            .unwrap();
+        let token = response.headers()["upstash-sync-token"]
+            .to_str()
+            .unwrap()
+            .to_string();
+        assert!(token.starts_with("restash-w"), "{token}");
+        let read = gw
+            .http
+            .post(gw.at("/pipeline"))
+            .bearer_auth(crate::harness::TOKEN)
+            .header("upstash-sync-token", &token)
+            .body(json!([["GET", key]]).to_string())
+            .send()
+            .await
+            .unwrap();
+        // A read echoes the token back, so the client keeps it.
+        assert_eq!(
+            read.headers()["upstash-sync-token"].to_str().unwrap(),
+            token
+        );
+        let body: Value = read.json().await.unwrap();
+        assert_eq!(
+            body,
+            json!([{"result": i.to_string()}]),
+            "stale read at write {i}"
+        );
+    }
+    assert_eq!(get_calls_on_replicas(&cluster), replica_gets_before);
+}

@@ -201,7 +201,14 @@ impl RedisCluster {
                 let role = n.cli(&["ROLE"]);
                 !role.starts_with("slave") || role.contains("connected")
             });
-            if all_ok && replicas_synced {
+            // Every node's CLUSTER SLOTS lists every node (replicas included).
+            let slots_complete = self.nodes.iter().all(|n| {
+                let slots = n.cli(&["CLUSTER", "SLOTS"]);
+                self.nodes
+                    .iter()
+                    .all(|m| slots.contains(&m.port.to_string()))
+            });
+            if all_ok && replicas_synced && slots_complete {
                 return;
             }
             assert!(Instant::now() < deadline, "cluster did not become ok");
