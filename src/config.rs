@@ -53,6 +53,8 @@ pub struct Config {
     pub log_filter: String,
     /// `RESTASH_READ_FROM_REPLICAS`: send read-only commands to replicas (cluster).
     pub read_from_replicas: bool,
+    /// `RESTASH_REDIS_TLS_CA_FILE`: CA certificates (PEM) to trust for `rediss://`.
+    pub redis_tls_ca_file: Option<std::path::PathBuf>,
 }
 
 /// A variable that could not be used.
@@ -130,6 +132,7 @@ impl Config {
                 get("RESTASH_READ_FROM_REPLICAS").as_deref(),
                 Some("true" | "1" | "yes")
             ),
+            redis_tls_ca_file: get("RESTASH_REDIS_TLS_CA_FILE").map(std::path::PathBuf::from),
         })
     }
 

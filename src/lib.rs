@@ -100,6 +100,7 @@ fn backend_settings(config: &Config) -> BackendSettings {
     BackendSettings {
         url: config.redis_url.clone(),
         read_from_replicas: config.read_from_replicas,
+        tls_ca_file: config.redis_tls_ca_file.clone(),
         connections: config.redis_connections,
         transaction_connections: config.transaction_connections,
         command_timeout: config.command_timeout,

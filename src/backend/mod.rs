@@ -22,6 +22,8 @@ use fred::types::{Builder, ClusterHash, CustomCommand, Value};
 
 use crate::protocol::reply::{self, Frame};
 
+pub mod tls;
+
 /// Most commands of one pipeline handed to fred at once; larger pipelines go in
 /// consecutive chunks so that one request cannot fill the whole command buffer.
 const PIPELINE_CHUNK: usize = 1024;
@@ -33,6 +35,8 @@ pub struct BackendSettings {
     pub url: String,
     /// Send read-only commands to replicas (cluster deployments).
     pub read_from_replicas: bool,
+    /// PEM file of CA certificates to trust for `rediss://` instead of the system roots.
+    pub tls_ca_file: Option<std::path::PathBuf>,
     /// Shared multiplexed connections.
     pub connections: usize,
     /// Dedicated connections for transactions.
@@ -114,6 +118,9 @@ impl Backend {
         let mut config =
             FredConfig::from_url(&settings.url).map_err(|e| BackendError::Config(e.to_string()))?;
         config.fail_fast = true;
+        if let Some(path) = &settings.tls_ca_file {
+            config.tls = Some(tls::config_with_ca_file(path)?);
+        }
         let mut builder = Builder::from_config(config);
         builder
             .set_policy(ReconnectPolicy::new_exponential(

@@ -7,3 +7,4 @@ mod harness;
 mod process;
 mod protocol;
 mod sdk;
+mod transports;
