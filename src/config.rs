@@ -10,6 +10,8 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:8079";
 pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379";
 /// Default request body limit: 10 MiB, like Upstash.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 10 * 1024 * 1024;
+/// Default limit of requests handled at once.
+pub const DEFAULT_MAX_CONCURRENCY: usize = 4096;
 
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,6 +53,30 @@ pub struct Config {
     pub log_format: LogFormat,
     /// `RESTASH_LOG` (or `RUST_LOG`): tracing filter.
     pub log_filter: String,
+    /// `RESTASH_MAX_CONCURRENCY`: requests handled at once; beyond it, fast JSON 503s.
+    pub max_concurrency: usize,
+    /// `RESTASH_REQUEST_TIMEOUT_MS`: longest time to read a request body and answer (then 408).
+    pub request_timeout: Duration,
+    /// `RESTASH_HEADER_TIMEOUT_MS`: longest time to receive request headers (then the
+    /// connection is closed); also how long an idle keep-alive connection stays open.
+    pub header_timeout: Duration,
+    /// `RESTASH_CACHE_TIMEOUT_MS`: longest wait for Redis in a cache request; then cache reads
+    /// answer 404 `X-Cache: BYPASS` and cache writes 503.
+    pub cache_timeout: Duration,
+    /// `RESTASH_PUBSUB_CONNECTIONS`: shared subscriber connections for the SSE streams.
+    pub pubsub_connections: usize,
+    /// `RESTASH_SSE_BUFFER`: events buffered per stream before a slow reader is cut off.
+    pub sse_buffer: usize,
+    /// `RESTASH_SSE_KEEPALIVE_MS`: heartbeat comment interval on idle streams.
+    pub sse_keepalive: Duration,
+    /// `RESTASH_MONITOR_MAX_STREAMS`: concurrent `/monitor` streams.
+    pub monitor_max_streams: usize,
+    /// `RESTASH_BLOCKING`: run blocking commands for real on dedicated connections.
+    pub blocking: bool,
+    /// `RESTASH_BLOCKING_MAX_MS`: longest a blocking command may block.
+    pub blocking_max: Duration,
+    /// `RESTASH_BLOCKING_CONNECTIONS`: dedicated connections for blocking commands.
+    pub blocking_connections: usize,
     /// `RESTASH_READ_FROM_REPLICAS`: send read-only commands to replicas (cluster).
     pub read_from_replicas: bool,
     /// `RESTASH_REDIS_TLS_CA_FILE`: CA certificates (PEM) to trust for `rediss://`.
@@ -128,6 +154,33 @@ impl Config {
             log_filter: get("RESTASH_LOG")
                 .or_else(|| get("RUST_LOG"))
                 .unwrap_or_else(|| "info".to_string()),
+            max_concurrency: number(
+                "RESTASH_MAX_CONCURRENCY",
+                get("RESTASH_MAX_CONCURRENCY"),
+                DEFAULT_MAX_CONCURRENCY as u64,
+            )? as usize,
+            request_timeout: millis("RESTASH_REQUEST_TIMEOUT_MS", 30_000)?,
+            header_timeout: millis("RESTASH_HEADER_TIMEOUT_MS", 30_000)?,
+            cache_timeout: millis("RESTASH_CACHE_TIMEOUT_MS", 250)?,
+            pubsub_connections: number(
+                "RESTASH_PUBSUB_CONNECTIONS",
+                get("RESTASH_PUBSUB_CONNECTIONS"),
+                2,
+            )? as usize,
+            sse_buffer: number("RESTASH_SSE_BUFFER", get("RESTASH_SSE_BUFFER"), 1024)? as usize,
+            sse_keepalive: millis("RESTASH_SSE_KEEPALIVE_MS", 15_000)?,
+            monitor_max_streams: number(
+                "RESTASH_MONITOR_MAX_STREAMS",
+                get("RESTASH_MONITOR_MAX_STREAMS"),
+                4,
+            )? as usize,
+            blocking: flag("RESTASH_BLOCKING", get("RESTASH_BLOCKING"))?,
+            blocking_max: millis("RESTASH_BLOCKING_MAX_MS", 10_000)?,
+            blocking_connections: number(
+                "RESTASH_BLOCKING_CONNECTIONS",
+                get("RESTASH_BLOCKING_CONNECTIONS"),
+                64,
+            )? as usize,
             read_from_replicas: matches!(
                 get("RESTASH_READ_FROM_REPLICAS").as_deref(),
                 Some("true" | "1" | "yes")
@@ -155,6 +208,22 @@ fn number(name: &'static str, value: Option<String>, default: u64) -> Result<u64
                 value: v,
                 reason: "expected a positive whole number",
             }),
+    }
+}
+
+fn flag(name: &'static str, value: Option<String>) -> Result<bool, ConfigError> {
+    match value
+        .as_deref()
+        .map(|v| v.trim().to_ascii_lowercase())
+        .as_deref()
+    {
+        None | Some("false" | "0" | "no" | "off") => Ok(false),
+        Some("true" | "1" | "yes" | "on") => Ok(true),
+        Some(_) => Err(ConfigError::Invalid {
+            name,
+            value: value.unwrap_or_default(),
+            reason: "expected true or false",
+        }),
     }
 }
 
@@ -198,6 +267,7 @@ mod tests {
         assert_eq!(c.max_body_bytes, 10 * 1024 * 1024);
         assert_eq!(c.command_timeout, Duration::from_secs(5));
         assert_eq!(c.log_format, LogFormat::Text);
+        assert_eq!(c.cache_timeout, Duration::from_millis(250));
     }
 
     #[test]
@@ -223,6 +293,14 @@ mod tests {
             .starts_with("RESTASH_MAX_BODY_BYTES=\"ten\" is invalid"));
         assert!(config(&[("RESTASH_LOG_FORMAT", "xml")]).is_err());
         assert!(config(&[("RESTASH_REDIS_CONNECTIONS", "0")]).is_err());
+    }
+
+    #[test]
+    fn blocking_flag() {
+        assert!(!config(&[]).unwrap().blocking);
+        assert!(config(&[("RESTASH_BLOCKING", "true")]).unwrap().blocking);
+        assert!(!config(&[("RESTASH_BLOCKING", "0")]).unwrap().blocking);
+        assert!(config(&[("RESTASH_BLOCKING", "maybe")]).is_err());
     }
 
     #[test]

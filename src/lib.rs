@@ -6,6 +6,7 @@
 //! - [`policy`]: pure decisions on what to send (read-only tokens, refusals, rewrites);
 //! - [`backend`]: the only module that imports fred;
 //! - [`auth`]: tokens and constant-time checks;
+//! - [`cache`]: the cache-aside API's semantics (keys, leases, tags, invalidation, stats);
 //! - [`http`]: the only module that imports axum;
 //! - [`error`]: the API error enum and its `{"error": …}` rendering.
 //!
@@ -13,10 +14,12 @@
 
 pub mod auth;
 pub mod backend;
+pub mod cache;
 pub mod config;
 pub mod dispatch;
 pub mod error;
 pub mod http;
+pub mod metrics;
 pub mod policy;
 pub mod protocol;
 pub mod routing;
@@ -64,6 +67,29 @@ pub async fn serve(
     }
     let tokens = Tokens::new(&token, config.readonly_token.as_deref());
     let state = AppState::new(backend.clone(), tokens, config.max_body_bytes);
+    state.set_limits(http::Limits {
+        max_concurrency: config.max_concurrency,
+        request_timeout: config.request_timeout,
+    });
+    state.set_cache_settings(cache::CacheSettings {
+        timeout: config.cache_timeout,
+    });
+    // SSE streams and really-blocking commands end as soon as shutdown starts.
+    let streams_closing = tokio_util::sync::CancellationToken::new();
+    state.set_pubsub(backend::pubsub::PubSubHub::start(
+        backend::pubsub::PubSubSettings::from_config(&config),
+        streams_closing.clone(),
+    )?);
+    let blocking = if config.blocking {
+        let pool = backend::blocking::BlockingPool::new(
+            backend::blocking::BlockingSettings::from_config(&config),
+            streams_closing.clone(),
+        )?;
+        state.set_blocking(pool.clone());
+        Some(pool)
+    } else {
+        None
+    };
     let loader = tokio::spawn(load_command_table(state.clone()));
     let app = http::router(state);
 
@@ -72,10 +98,10 @@ pub async fn serve(
     let signal = async move {
         shutdown.await;
         tracing::info!("shutting down: finishing in-flight requests");
+        streams_closing.cancel();
         let _ = drained_tx.send(());
     };
-    let server = axum::serve(listener, app).with_graceful_shutdown(signal);
-    let server = async move { server.await };
+    let server = http::serve(listener, app, config.header_timeout, signal);
     tokio::pin!(server);
     let result = tokio::select! {
         result = &mut server => result,
@@ -92,6 +118,9 @@ pub async fn serve(
         }
     };
     loader.abort();
+    if let Some(pool) = blocking {
+        pool.shutdown().await;
+    }
     backend.shutdown().await;
     result.map_err(ServeError::from)
 }

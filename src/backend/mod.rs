@@ -22,6 +22,8 @@ use fred::types::{Builder, ClusterHash, CustomCommand, Value};
 
 use crate::protocol::reply::{self, Frame};
 
+pub mod blocking;
+pub mod pubsub;
 pub mod tls;
 
 /// Most commands of one pipeline handed to fred at once; larger pipelines go in

@@ -11,6 +11,7 @@ use super::AppState;
 use crate::backend::TransactionOutcome;
 use crate::dispatch::Dispatch;
 use crate::error::ApiError;
+use crate::policy::prepare::{prepare_with, BlockingMode};
 use crate::policy::{prepare, Access, Prepared, ReplyFix};
 use crate::protocol::reply::{self, Frame};
 use crate::protocol::request::{parse_command_json, parse_path_command, parse_pipeline_json};
@@ -53,10 +54,19 @@ async fn run_single(
     let table = state.command_table();
     let dispatch =
         Dispatch::new(state.backend(), table.as_deref()).with_sync_token(sync.as_deref());
-    let prepared = prepare(command, access, table.as_deref(), state.scripts())?;
-    let frame = match prepared.answer {
-        Some(answer) => answer,
-        None => prepared.fix.apply(dispatch.one(prepared.args).await?),
+    // RESTASH_BLOCKING=true: blocking commands block, on their own connections.
+    let mode = state
+        .blocking()
+        .map_or(BlockingMode::Rewrite, |pool| BlockingMode::Block {
+            max: pool.max_wait(),
+        });
+    let prepared = prepare_with(command, access, table.as_deref(), state.scripts(), mode)?;
+    let frame = match (prepared.answer, prepared.wait, state.blocking()) {
+        (Some(answer), _, _) => answer,
+        (None, Some(wait), Some(pool)) => {
+            prepared.fix.apply(pool.execute(prepared.args, wait).await?)
+        }
+        (None, _, _) => prepared.fix.apply(dispatch.one(prepared.args).await?),
     };
     if let Some(text) = reply::error_text(&frame) {
         return Err(ApiError::Redis(text));

@@ -14,6 +14,7 @@ use tower_http::request_id::{
     MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
 };
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
+use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
@@ -26,8 +27,16 @@ pub const SYNC_TOKEN_HEADER: HeaderName = HeaderName::from_static("upstash-sync-
 /// Wraps the router in every layer, outermost first.
 pub fn apply(router: Router, state: &AppState) -> Router {
     let x_request_id = HeaderName::from_static("x-request-id");
+    // Install the recorder before any request records a metric.
+    crate::metrics::handle();
+    let limits = state.limits();
+    let permits = Arc::new(tokio::sync::Semaphore::new(limits.max_concurrency));
     router.layer(
         ServiceBuilder::new()
+            .layer(axum::middleware::from_fn_with_state(
+                state.clone(),
+                super::metered::track,
+            ))
             .layer(SetSensitiveRequestHeadersLayer::new([
                 header::AUTHORIZATION,
             ]))
@@ -48,6 +57,14 @@ pub fn apply(router: Router, state: &AppState) -> Router {
             .layer(axum::middleware::map_response_with_state(
                 state.clone(),
                 finish_response,
+            ))
+            .layer(axum::middleware::from_fn_with_state(
+                permits,
+                super::overload::limit,
+            ))
+            .layer(TimeoutLayer::with_status_code(
+                StatusCode::REQUEST_TIMEOUT,
+                limits.request_timeout,
             )),
     )
 }

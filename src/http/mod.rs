@@ -1,16 +1,23 @@
 //! The only module that knows axum: routes, extractors, handlers and layers.
 
+mod cache;
 mod commands;
 mod extract;
 mod health;
 mod layers;
+mod metered;
+mod operations;
+mod overload;
+mod serve;
+mod sse;
 mod state;
 
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{any, get, post};
 use axum::Router;
 
-pub use state::AppState;
+pub use serve::serve;
+pub use state::{AppState, Limits};
 
 /// Builds the full application: routes plus every layer.
 pub fn router(state: AppState) -> Router {
@@ -25,11 +32,23 @@ pub fn router(state: AppState) -> Router {
                 .post(commands::path_command)
                 .put(commands::path_command),
         )
-        // Reserved for the cache-aside API; never a Redis command.
+        // The cache-aside API; never a Redis command.
         .route("/cache", any(layers::not_found))
-        .route("/cache/{*rest}", any(layers::not_found))
+        .route("/cache/{*rest}", any(cache::dispatch))
+        // Server-Sent Events: Pub/Sub and MONITOR.
+        .route(
+            "/subscribe/{*channel}",
+            get(sse::subscribe).post(sse::subscribe),
+        )
+        .route(
+            "/psubscribe/{*pattern}",
+            get(sse::psubscribe).post(sse::psubscribe),
+        )
+        .route("/monitor", get(sse::monitor).post(sse::monitor))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
+        .route("/metrics", get(operations::metrics))
+        .route("/openapi.yaml", get(operations::openapi))
         .fallback(layers::not_found)
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(state.clone());

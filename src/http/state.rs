@@ -1,6 +1,7 @@
 //! State shared by every handler.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
 use axum::http::HeaderValue;
@@ -22,6 +23,28 @@ struct Shared {
     scripts: ScriptRegistry,
     max_body_bytes: usize,
     sync_token: HeaderValue,
+    limits: OnceLock<Limits>,
+    cache: OnceLock<crate::cache::Cache>,
+    pubsub: OnceLock<crate::backend::pubsub::PubSubHub>,
+    blocking: OnceLock<crate::backend::blocking::BlockingPool>,
+}
+
+/// Overload and slow-client limits applied by the HTTP layers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Requests handled at once; beyond it restash answers 503 at once.
+    pub max_concurrency: usize,
+    /// Longest time to read a request body and answer; then 408.
+    pub request_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_concurrency: crate::config::DEFAULT_MAX_CONCURRENCY,
+            request_timeout: Duration::from_secs(30),
+        }
+    }
 }
 
 impl AppState {
@@ -41,6 +64,10 @@ impl AppState {
                 scripts: ScriptRegistry::default(),
                 max_body_bytes,
                 sync_token,
+                limits: OnceLock::new(),
+                cache: OnceLock::new(),
+                pubsub: OnceLock::new(),
+                blocking: OnceLock::new(),
             }),
         }
     }
@@ -73,6 +100,46 @@ impl AppState {
     /// Request body limit in bytes.
     pub fn max_body_bytes(&self) -> usize {
         self.inner.max_body_bytes
+    }
+
+    /// Sets the limits, once, before the router is built (later calls are ignored).
+    pub fn set_limits(&self, limits: Limits) {
+        let _ = self.inner.limits.set(limits);
+    }
+
+    /// The overload and slow-client limits.
+    pub fn limits(&self) -> Limits {
+        self.inner.limits.get().copied().unwrap_or_default()
+    }
+
+    /// Sets the cache-aside settings, once, before serving (later calls are ignored).
+    pub fn set_cache_settings(&self, settings: crate::cache::CacheSettings) {
+        let _ = self.inner.cache.set(crate::cache::Cache::new(settings));
+    }
+
+    /// The cache-aside state (default settings unless set).
+    pub fn cache(&self) -> &crate::cache::Cache {
+        self.inner.cache.get_or_init(crate::cache::Cache::default)
+    }
+
+    /// Installs the Pub/Sub hub behind the SSE endpoints, once, before serving.
+    pub fn set_pubsub(&self, hub: crate::backend::pubsub::PubSubHub) {
+        let _ = self.inner.pubsub.set(hub);
+    }
+
+    /// The Pub/Sub hub (`None` until installed: the SSE endpoints answer 503).
+    pub fn pubsub(&self) -> Option<&crate::backend::pubsub::PubSubHub> {
+        self.inner.pubsub.get()
+    }
+
+    /// Installs the pool that runs blocking commands for real (`RESTASH_BLOCKING=true`).
+    pub fn set_blocking(&self, pool: crate::backend::blocking::BlockingPool) {
+        let _ = self.inner.blocking.set(pool);
+    }
+
+    /// The blocking-command pool, when blocking commands really block.
+    pub fn blocking(&self) -> Option<&crate::backend::blocking::BlockingPool> {
+        self.inner.blocking.get()
     }
 
     /// The `upstash-sync-token` value sent on every answer (opaque with one primary).

@@ -5,6 +5,8 @@
 //! run as their non-blocking forms (Upstash answers them as if they could not
 //! wait), and Lua scripts lose Upstash's `allow-key-locking` flag.
 
+use std::time::Duration;
+
 use bytes::Bytes;
 
 use super::scripts::ScriptRegistry;
@@ -122,6 +124,23 @@ pub struct Prepared {
     pub fix: ReplyFix,
     /// restash's own answer; nothing is sent to Redis (e.g. `UNLINK` with no keys).
     pub answer: Option<Frame>,
+    /// A blocking command that really blocks (`RESTASH_BLOCKING=true`): run it on a
+    /// dedicated connection; Redis holds it for at most this long.
+    pub wait: Option<Duration>,
+}
+
+/// How blocking commands run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BlockingMode {
+    /// As their non-blocking forms, answered at once (Upstash's behaviour).
+    #[default]
+    Rewrite,
+    /// For real, on dedicated connections, with every timeout clamped to `max`
+    /// (a timeout of 0, "forever", becomes `max`).
+    Block {
+        /// The longest a command may block.
+        max: Duration,
+    },
 }
 
 impl Prepared {
@@ -130,6 +149,7 @@ impl Prepared {
             args,
             fix,
             answer: None,
+            wait: None,
         }
     }
 
@@ -138,6 +158,7 @@ impl Prepared {
             args: Vec::new(),
             fix: ReplyFix::None,
             answer: Some(frame),
+            wait: None,
         }
     }
 }
@@ -165,12 +186,23 @@ pub enum Refusal {
     NotReady,
 }
 
-/// Decides what to send for `command`.
+/// Decides what to send for `command`; blocking commands run as their non-blocking forms.
 pub fn prepare(
     command: Command,
     access: Access,
     table: Option<&CommandTable>,
     scripts: &ScriptRegistry,
+) -> Result<Prepared, Refusal> {
+    prepare_with(command, access, table, scripts, BlockingMode::Rewrite)
+}
+
+/// [`prepare`], with blocking commands handled as `blocking` says.
+pub fn prepare_with(
+    command: Command,
+    access: Access,
+    table: Option<&CommandTable>,
+    scripts: &ScriptRegistry,
+    blocking_mode: BlockingMode,
 ) -> Result<Prepared, Refusal> {
     let name = command.name_lowercase();
     if let Some(reason) = connection_state_reason(&name, &command) {
@@ -194,6 +226,13 @@ pub fn prepare(
     }
     let blocking = info.is_some_and(|i| i.has_flag("blocking"));
     let mut args = command.args;
+    if let BlockingMode::Block { max } = blocking_mode {
+        if let Some(wait) = clamp_blocking_timeout(&name, &mut args, max) {
+            let mut prepared = Prepared::send(args, ReplyFix::None);
+            prepared.wait = Some(wait);
+            return Ok(prepared);
+        }
+    }
     let fix = match name.as_str() {
         "blpop" | "brpop" if args.len() >= 3 => {
             // BLPOP k1 k2 timeout -> LMPOP 2 k1 k2 LEFT
@@ -373,6 +412,56 @@ fn count_arg(count: usize) -> Bytes {
     Bytes::from(count.to_string())
 }
 
+/// For a command that blocks, clamps its timeout argument to `max` (0 meaning
+/// `max`) and returns how long Redis may hold it; `None` for anything else.
+/// An unreadable timeout is left for Redis to refuse at once.
+fn clamp_blocking_timeout(name: &str, args: &mut [Bytes], max: Duration) -> Option<Duration> {
+    let len = args.len();
+    let (index, in_seconds) = match name {
+        "blpop" | "brpop" | "bzpopmin" | "bzpopmax" if len >= 3 => (len - 1, true),
+        "blmove" if len == 6 => (5, true),
+        "brpoplpush" if len == 4 => (3, true),
+        "blmpop" | "bzmpop" if len >= 5 => (1, true),
+        "xread" | "xreadgroup" => {
+            let streams = args
+                .iter()
+                .position(|a| a.eq_ignore_ascii_case(b"streams"))
+                .unwrap_or(len);
+            // XREADGROUP GROUP <group> <consumer>: names that could read "BLOCK".
+            let options = if name == "xreadgroup" { 4 } else { 1 };
+            let block = args
+                .get(options..streams)?
+                .iter()
+                .position(|a| a.eq_ignore_ascii_case(b"block"))?;
+            (options + block + 1, false)
+        }
+        _ => return None,
+    };
+    let arg = args.get_mut(index)?;
+    let text = std::str::from_utf8(arg).ok();
+    let requested = if in_seconds {
+        text.and_then(|t| t.trim().parse::<f64>().ok())
+            .filter(|s| s.is_finite() && *s >= 0.0)
+            .map(|s| Duration::from_secs_f64(s.min(max.as_secs_f64() + 1.0)))
+    } else {
+        text.and_then(|t| t.trim().parse::<u64>().ok())
+            .map(Duration::from_millis)
+    };
+    match requested {
+        Some(wait) if !wait.is_zero() && wait <= max => Some(wait),
+        Some(_) => {
+            let millis = max.as_millis();
+            *arg = Bytes::from(if in_seconds {
+                format!("{}.{:03}", millis / 1000, millis % 1000)
+            } else {
+                millis.to_string()
+            });
+            Some(max)
+        }
+        None => Some(max),
+    }
+}
+
 /// Drops `BLOCK <ms>` from XREAD/XREADGROUP options (before `STREAMS`).
 fn remove_block_option(args: &mut Vec<Bytes>) {
     let mut i = 1;
@@ -437,6 +526,60 @@ mod tests {
         );
         // Wrong arity goes to Redis untouched, which answers its own error at once.
         assert_eq!(sent(&["BLPOP", "a"]), ["BLPOP", "a"]);
+    }
+
+    #[test]
+    fn blocking_mode_clamps_timeouts() {
+        let max = Duration::from_millis(2500);
+        let run = |parts: &[&str]| {
+            let p = prepare_with(
+                cmd(parts),
+                Access::Standard,
+                None,
+                &ScriptRegistry::default(),
+                BlockingMode::Block { max },
+            )
+            .unwrap();
+            let args: Vec<String> = p
+                .args
+                .iter()
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect();
+            (args, p.wait)
+        };
+        assert_eq!(
+            run(&["BLPOP", "a", "b", "0"]),
+            (
+                vec!["BLPOP".into(), "a".into(), "b".into(), "2.500".into()],
+                Some(max)
+            )
+        );
+        assert_eq!(
+            run(&["BLMOVE", "s", "d", "LEFT", "RIGHT", "0.5"]).1,
+            Some(Duration::from_millis(500))
+        );
+        assert_eq!(run(&["BRPOPLPUSH", "s", "d", "100"]).0[3], "2.500");
+        assert_eq!(run(&["BLMPOP", "7", "1", "k", "LEFT"]).0[1], "2.500");
+        assert_eq!(
+            run(&["XREAD", "BLOCK", "0", "STREAMS", "s", "$"]),
+            (
+                ["XREAD", "BLOCK", "2500", "STREAMS", "s", "$"]
+                    .map(String::from)
+                    .to_vec(),
+                Some(max)
+            )
+        );
+        assert_eq!(
+            run(&["XREAD", "BLOCK", "10", "STREAMS", "s", "$"]).1,
+            Some(Duration::from_millis(10))
+        );
+        // Unreadable timeouts go to Redis unchanged (it refuses them at once).
+        assert_eq!(run(&["BLPOP", "a", "soon"]).0[2], "soon");
+        // Not blocking: the usual path.
+        assert_eq!(run(&["XREAD", "STREAMS", "s", "0"]).1, None);
+        assert_eq!(run(&["GET", "k"]).1, None);
+        // The default mode still rewrites.
+        assert_eq!(sent(&["BLPOP", "a", "0"])[0], "LMPOP");
     }
 
     #[test]

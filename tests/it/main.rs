@@ -1,10 +1,14 @@
 //! Integration tests: restash over real HTTP against real Redis processes.
 
 mod bad_input;
+mod cache;
 mod cluster;
+mod deploy;
 mod failover;
+mod faults;
 mod harness;
 mod process;
 mod protocol;
+mod pubsub;
 mod sdk;
 mod transports;

@@ -1,0 +1,361 @@
+//! Blocking commands for real (`RESTASH_BLOCKING=true`): a bounded pool of
+//! dedicated connections, separate from the shared ones, so a caller blocked in
+//! `BLMOVE` never delays anyone else.
+//!
+//! - at most `connections` commands block at once; a caller that finds every
+//!   connection busy for `acquire_wait` gets a 503 instead of queueing;
+//! - connections are opened on first use and kept;
+//! - each command's fred timeout is its (already clamped) wait plus the normal
+//!   reply budget;
+//! - a caller that goes away, a fred timeout, or shutdown sends `CLIENT UNBLOCK` for
+//!   the connection: it is free again at once, and the command returns as if it had
+//!   timed out, so no list item is popped for a caller who is no longer there.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use fred::clients::Client;
+use fred::error::{Error as FredError, ErrorKind};
+use fred::interfaces::ClientLike;
+use fred::types::config::{
+    Config as FredConfig, ConnectionConfig, Options, PerformanceConfig, ReconnectPolicy,
+};
+use fred::types::{Builder, ClusterHash, CustomCommand, Value};
+use tokio::sync::{Mutex, OnceCell, OwnedMutexGuard, Semaphore};
+use tokio_util::sync::CancellationToken;
+
+use super::BackendError;
+use crate::protocol::reply::Frame;
+
+/// How long a caller waits for a free blocking connection before a 503.
+pub const ACQUIRE_WAIT: Duration = Duration::from_millis(100);
+
+/// Settings of the blocking pool.
+#[derive(Debug, Clone)]
+pub struct BlockingSettings {
+    /// `REDIS_URL`.
+    pub url: String,
+    /// Dedicated connections (commands blocked at once).
+    pub connections: usize,
+    /// The longest a command may block (`RESTASH_BLOCKING_MAX_MS`).
+    pub max_wait: Duration,
+    /// How long a caller waits for a free connection before a 503.
+    pub acquire_wait: Duration,
+    /// Added to each command's wait to get its fred timeout.
+    pub reply_margin: Duration,
+    /// Longest wait for a connection.
+    pub connect_timeout: Duration,
+    /// Cap of the delay between reconnection attempts.
+    pub reconnect_max_delay: Duration,
+}
+
+impl BlockingSettings {
+    /// The settings restash runs with.
+    pub fn from_config(config: &crate::config::Config) -> Self {
+        BlockingSettings {
+            url: config.redis_url.clone(),
+            connections: config.blocking_connections,
+            max_wait: config.blocking_max,
+            acquire_wait: ACQUIRE_WAIT,
+            reply_margin: config.command_timeout,
+            connect_timeout: config.connect_timeout,
+            reconnect_max_delay: config.reconnect_max_delay,
+        }
+    }
+}
+
+/// Dedicated connections for blocking commands. Cheap to clone.
+#[derive(Clone)]
+pub struct BlockingPool {
+    inner: Arc<Pool>,
+}
+
+struct Pool {
+    builder: Builder,
+    slots: Vec<Arc<Mutex<Option<Client>>>>,
+    permits: Arc<Semaphore>,
+    /// Sends `CLIENT UNBLOCK`; opened on first need.
+    control: OnceCell<Client>,
+    settings: BlockingSettings,
+    shutdown: CancellationToken,
+}
+
+impl BlockingPool {
+    /// Validates the URL; no connection is opened until a command needs one.
+    /// Blocked commands are released when `shutdown` is cancelled.
+    pub fn new(
+        settings: BlockingSettings,
+        shutdown: CancellationToken,
+    ) -> Result<BlockingPool, BackendError> {
+        let mut config =
+            FredConfig::from_url(&settings.url).map_err(|e| BackendError::Config(e.to_string()))?;
+        config.fail_fast = true;
+        let mut builder = Builder::from_config(config);
+        builder
+            .set_policy(ReconnectPolicy::new_exponential(
+                0,
+                50,
+                settings.reconnect_max_delay.as_millis() as u32,
+                2,
+            ))
+            .set_performance_config(PerformanceConfig {
+                default_command_timeout: settings.reply_margin,
+                ..PerformanceConfig::default()
+            })
+            .set_connection_config(ConnectionConfig {
+                connection_timeout: settings.connect_timeout,
+                internal_command_timeout: settings.reply_margin,
+                max_command_attempts: 1,
+                ..ConnectionConfig::default()
+            });
+        let count = settings.connections.max(1);
+        Ok(BlockingPool {
+            inner: Arc::new(Pool {
+                builder,
+                slots: (0..count).map(|_| Arc::new(Mutex::new(None))).collect(),
+                permits: Arc::new(Semaphore::new(count)),
+                control: OnceCell::new(),
+                settings,
+                shutdown,
+            }),
+        })
+    }
+
+    /// The longest a command may block; timeouts are clamped to it.
+    pub fn max_wait(&self) -> Duration {
+        self.inner.settings.max_wait
+    }
+
+    /// Runs one blocking command that Redis holds for at most `wait`, on a
+    /// connection of its own, and returns its reply (Redis errors included).
+    pub async fn execute(&self, args: Vec<Bytes>, wait: Duration) -> Result<Frame, BackendError> {
+        let pool = &self.inner;
+        let busy = || {
+            BackendError::Unavailable(format!(
+                "all {} connections for blocking commands are busy",
+                pool.slots.len()
+            ))
+        };
+        let permit = match tokio::time::timeout(
+            pool.settings.acquire_wait,
+            pool.permits.clone().acquire_owned(),
+        )
+        .await
+        {
+            Ok(Ok(permit)) => permit,
+            _ => return Err(busy()),
+        };
+        // The permit guarantees a free slot.
+        let mut slot = pool
+            .slots
+            .iter()
+            .find_map(|s| s.clone().try_lock_owned().ok())
+            .ok_or_else(busy)?;
+        let client = pool.client(&mut slot).await?;
+        let hash = cluster_hash(&args);
+        let options = Options {
+            max_attempts: Some(1),
+            fail_fast: true,
+            cluster_hash: hash.clone(),
+            timeout: Some(wait + pool.settings.reply_margin),
+            ..Options::default()
+        };
+        let id = client_id(&client, &options).await?;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let pool_ref = self.inner.clone();
+        tokio::spawn(async move {
+            // Held until Redis has answered: the connection is not reused while blocked.
+            let _permit = permit;
+            let _slot = slot;
+            let mut tx = tx;
+            let (command, args) = to_custom(args);
+            let client = client.with_options(&options);
+            let reply = client.custom_raw(command, args);
+            tokio::pin!(reply);
+            let early = tokio::select! {
+                result = &mut reply => Some(result),
+                _ = tx.closed() => None,
+                _ = pool_ref.shutdown.cancelled() => None,
+            };
+            let result = match early {
+                Some(Ok(frame)) => Ok(frame),
+                Some(Err(error)) => {
+                    // Timed out or failed: make sure Redis is not still holding it.
+                    pool_ref.unblock(id, &hash).await;
+                    Err(error)
+                }
+                None => {
+                    pool_ref.unblock(id, &hash).await;
+                    reply.await
+                }
+            };
+            let _ = tx.send(result);
+        });
+        match rx.await {
+            Ok(Ok(frame)) => Ok(frame),
+            Ok(Err(error)) => Err(map_error(&error, wait + self.inner.settings.reply_margin)),
+            Err(_) => Err(BackendError::Unavailable(
+                "the blocking command was abandoned".into(),
+            )),
+        }
+    }
+}
+
+impl BlockingPool {
+    /// Closes every idle connection (at shutdown; blocked commands were released
+    /// when the shutdown token was cancelled).
+    pub async fn shutdown(&self) {
+        for slot in &self.inner.slots {
+            let client = slot.try_lock().ok().and_then(|mut s| s.take());
+            if let Some(client) = client {
+                let _ = client.quit().await;
+            }
+        }
+        if let Some(control) = self.inner.control.get() {
+            let _ = control.quit().await;
+        }
+    }
+}
+
+impl Pool {
+    /// The slot's client, created and connected on first use.
+    async fn client(
+        &self,
+        slot: &mut OwnedMutexGuard<Option<Client>>,
+    ) -> Result<Client, BackendError> {
+        if let Some(client) = slot.as_ref() {
+            return Ok(client.clone());
+        }
+        let client = self.connect().await?;
+        **slot = Some(client.clone());
+        Ok(client)
+    }
+
+    async fn connect(&self) -> Result<Client, BackendError> {
+        let client = self
+            .builder
+            .build()
+            .map_err(|e| BackendError::Config(e.to_string()))?;
+        client.connect();
+        match tokio::time::timeout(self.settings.connect_timeout, client.wait_for_connect()).await {
+            Ok(Ok(())) => Ok(client),
+            Ok(Err(error)) => {
+                let _ = client.quit().await;
+                Err(BackendError::Unavailable(error.details().to_string()))
+            }
+            Err(_) => {
+                let _ = client.quit().await;
+                Err(BackendError::Unavailable(format!(
+                    "no connection within {} ms",
+                    self.settings.connect_timeout.as_millis()
+                )))
+            }
+        }
+    }
+
+    /// `CLIENT UNBLOCK id` on the node that holds the blocked connection.
+    async fn unblock(&self, id: Option<i64>, hash: &Option<ClusterHash>) {
+        let Some(id) = id else { return };
+        let control = match self.control.get_or_try_init(|| self.connect()).await {
+            Ok(control) => control,
+            Err(error) => {
+                tracing::warn!(%error, "cannot unblock a blocked command");
+                return;
+            }
+        };
+        let options = Options {
+            max_attempts: Some(1),
+            fail_fast: true,
+            cluster_hash: hash.clone(),
+            ..Options::default()
+        };
+        let command = CustomCommand::new("CLIENT", ClusterHash::FirstKey, false);
+        let args = vec![Value::from("UNBLOCK"), Value::from(id)];
+        if let Err(error) = control
+            .with_options(&options)
+            .custom_raw(command, args)
+            .await
+        {
+            tracing::warn!(error = %error.details(), "CLIENT UNBLOCK failed");
+        }
+    }
+}
+
+async fn client_id(client: &Client, options: &Options) -> Result<Option<i64>, BackendError> {
+    let command = CustomCommand::new("CLIENT", ClusterHash::FirstKey, false);
+    match client
+        .with_options(options)
+        .custom_raw(command, vec![Value::from("ID")])
+        .await
+    {
+        Ok(Frame::Number { data, .. }) => Ok(Some(data)),
+        Ok(_) => Ok(None),
+        Err(error) => Err(map_error(&error, options.timeout.unwrap_or_default())),
+    }
+}
+
+/// Routes the command (and its `CLIENT ID`/`CLIENT UNBLOCK`) by its first key.
+fn cluster_hash(args: &[Bytes]) -> Option<ClusterHash> {
+    first_key(args).map(|key| ClusterHash::Custom(fred::util::redis_keyslot(key)))
+}
+
+/// The first key of a blocking command.
+fn first_key(args: &[Bytes]) -> Option<&Bytes> {
+    let name = args.first()?.to_ascii_lowercase();
+    match name.as_slice() {
+        b"blmpop" | b"bzmpop" => args.get(3),
+        b"xread" | b"xreadgroup" => {
+            let at = args
+                .iter()
+                .position(|a| a.eq_ignore_ascii_case(b"streams"))?;
+            args.get(at + 1)
+        }
+        _ => args.get(1),
+    }
+}
+
+fn to_custom(args: Vec<Bytes>) -> (CustomCommand, Vec<Value>) {
+    let mut args = args.into_iter();
+    let name = args
+        .next()
+        .map(|n| String::from_utf8_lossy(&n).into_owned())
+        .unwrap_or_default();
+    let command = CustomCommand::new(name, ClusterHash::FirstKey, true);
+    (command, args.map(Value::Bytes).collect())
+}
+
+fn map_error(error: &FredError, timeout: Duration) -> BackendError {
+    match error.kind() {
+        ErrorKind::Timeout => BackendError::Timeout(timeout.as_millis()),
+        _ => BackendError::Unavailable(error.details().to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(parts: &[&str]) -> Vec<Bytes> {
+        parts.iter().map(|p| Bytes::from(p.to_string())).collect()
+    }
+
+    #[test]
+    fn first_keys() {
+        let key = |parts: &[&str]| first_key(&args(parts)).cloned();
+        assert_eq!(key(&["BLPOP", "a", "b", "1"]), Some(Bytes::from("a")));
+        assert_eq!(
+            key(&["BLMOVE", "s", "d", "LEFT", "RIGHT", "0"]),
+            Some(Bytes::from("s"))
+        );
+        assert_eq!(
+            key(&["BLMPOP", "0", "2", "x", "y", "LEFT"]),
+            Some(Bytes::from("x"))
+        );
+        assert_eq!(
+            key(&["XREAD", "BLOCK", "0", "STREAMS", "s", "$"]),
+            Some(Bytes::from("s"))
+        );
+        assert_eq!(key(&["XREAD", "BLOCK", "0"]), None);
+    }
+}

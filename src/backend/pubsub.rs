@@ -1,0 +1,248 @@
+//! Pub/Sub and MONITOR for the Server-Sent Events endpoints.
+//!
+//! - [`PubSubHub::subscribe`]: thousands of streams share a few subscriber
+//!   connections ([`shard`]); each channel or pattern is subscribed in Redis once,
+//!   reference-counted, and unsubscribed when its last stream leaves;
+//! - [`PubSubHub::monitor`]: one dedicated connection per stream, at most
+//!   `max_monitors` at once ([`monitor`]);
+//! - every stream has a bounded buffer: a reader that falls `buffer` events behind
+//!   is cut off ([`Delivery::Overflow`]) instead of growing memory;
+//! - the connections are raw RESP2 links ([`link`], [`resp`]) opened only while a
+//!   stream needs them, so an idle restash holds none.
+
+mod link;
+mod monitor;
+mod resp;
+mod shard;
+
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::{mpsc, Semaphore};
+use tokio_util::sync::CancellationToken;
+
+pub use monitor::MonitorStream;
+pub use shard::Subscription;
+
+use self::link::Endpoint;
+use self::shard::{Shard, Timing, TopicKey};
+use super::BackendError;
+
+/// Settings of the Pub/Sub hub.
+#[derive(Debug, Clone)]
+pub struct PubSubSettings {
+    /// `REDIS_URL`.
+    pub url: String,
+    /// Subscriber connections topics are spread over.
+    pub connections: usize,
+    /// Events buffered per stream before a slow reader is cut off.
+    pub buffer: usize,
+    /// Concurrent MONITOR streams.
+    pub max_monitors: usize,
+    /// Heartbeat interval of idle streams.
+    pub keepalive: Duration,
+    /// Longest wait for a connection.
+    pub connect_timeout: Duration,
+    /// Longest wait for Redis to confirm a command.
+    pub command_timeout: Duration,
+    /// Cap of the delay between reconnection attempts.
+    pub reconnect_max_delay: Duration,
+}
+
+impl PubSubSettings {
+    /// The settings restash runs with.
+    pub fn from_config(config: &crate::config::Config) -> Self {
+        PubSubSettings {
+            url: config.redis_url.clone(),
+            connections: config.pubsub_connections,
+            buffer: config.sse_buffer,
+            max_monitors: config.monitor_max_streams,
+            keepalive: config.sse_keepalive,
+            connect_timeout: config.connect_timeout,
+            command_timeout: config.command_timeout,
+            reconnect_max_delay: config.reconnect_max_delay,
+        }
+    }
+}
+
+/// What a stream subscribes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TopicKind {
+    /// `SUBSCRIBE channel`.
+    Channel,
+    /// `PSUBSCRIBE pattern`.
+    Pattern,
+}
+
+/// Why a stream could not start.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StreamError {
+    /// Redis is unreachable or did not confirm in time (503).
+    #[error("ERR Redis is unavailable: {0}")]
+    Unavailable(String),
+    /// Redis refused the command; its text (400).
+    #[error("{0}")]
+    Redis(String),
+    /// The MONITOR limit is reached (503).
+    #[error("ERR too many MONITOR streams: at most {0} at once")]
+    TooManyMonitors(usize),
+    /// restash is shutting down (503).
+    #[error("ERR restash is shutting down")]
+    ShuttingDown,
+}
+
+/// What a stream gets next.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Delivery {
+    /// One event's data line, e.g. `message,chat,hello`.
+    Event(Arc<str>),
+    /// The reader fell too far behind and was cut off.
+    Overflow,
+    /// The connection to Redis ended the stream.
+    Lost,
+}
+
+const OPEN: u8 = 0;
+const OVERFLOW: u8 = 1;
+
+/// A stream's bounded buffer, plus the flag that cuts it off.
+struct Inbox {
+    receiver: mpsc::Receiver<Arc<str>>,
+    end: Arc<AtomicU8>,
+}
+
+impl Inbox {
+    fn new(receiver: mpsc::Receiver<Arc<str>>) -> Self {
+        Inbox {
+            receiver,
+            end: Arc::new(AtomicU8::new(OPEN)),
+        }
+    }
+
+    fn end_flag(&self) -> Arc<AtomicU8> {
+        self.end.clone()
+    }
+
+    fn mark_overflow(end: &AtomicU8) {
+        end.store(OVERFLOW, Ordering::Release);
+    }
+
+    /// An overflowed stream ends at once, without draining what it still buffers.
+    async fn next(&mut self) -> Delivery {
+        if self.end.load(Ordering::Acquire) == OVERFLOW {
+            return Delivery::Overflow;
+        }
+        match self.receiver.recv().await {
+            Some(_) if self.end.load(Ordering::Acquire) == OVERFLOW => Delivery::Overflow,
+            Some(event) => Delivery::Event(event),
+            None if self.end.load(Ordering::Acquire) == OVERFLOW => Delivery::Overflow,
+            None => Delivery::Lost,
+        }
+    }
+}
+
+/// Shared subscriber connections and MONITOR streams. Cheap to clone.
+#[derive(Clone)]
+pub struct PubSubHub {
+    inner: Arc<Hub>,
+}
+
+struct Hub {
+    shards: Vec<Shard>,
+    endpoint: Arc<Endpoint>,
+    monitors: Arc<Semaphore>,
+    settings: PubSubSettings,
+    shutdown: CancellationToken,
+}
+
+impl PubSubHub {
+    /// Parses the URL and starts the (idle) connection tasks; streams end when
+    /// `shutdown` is cancelled.
+    pub fn start(
+        settings: PubSubSettings,
+        shutdown: CancellationToken,
+    ) -> Result<PubSubHub, BackendError> {
+        let endpoint = Arc::new(
+            Endpoint::from_url(&settings.url).map_err(|e| BackendError::Config(e.to_string()))?,
+        );
+        let timing = Timing {
+            connect: settings.connect_timeout,
+            reconnect_max: settings.reconnect_max_delay,
+        };
+        let shards = (0..settings.connections.max(1))
+            .map(|_| Shard::start(endpoint.clone(), timing, settings.buffer, shutdown.clone()))
+            .collect();
+        Ok(PubSubHub {
+            inner: Arc::new(Hub {
+                shards,
+                endpoint,
+                monitors: Arc::new(Semaphore::new(settings.max_monitors)),
+                settings,
+                shutdown,
+            }),
+        })
+    }
+
+    /// Joins the stream of `name`, once Redis has confirmed the subscription.
+    pub async fn subscribe(
+        &self,
+        kind: TopicKind,
+        name: Bytes,
+    ) -> Result<Subscription, StreamError> {
+        if self.inner.shutdown.is_cancelled() {
+            return Err(StreamError::ShuttingDown);
+        }
+        let key = TopicKey { kind, name };
+        let shard = &self.inner.shards[shard_index(&key, self.inner.shards.len())];
+        let settings = &self.inner.settings;
+        shard
+            .join(key, settings.connect_timeout + settings.command_timeout)
+            .await
+    }
+
+    /// Starts a MONITOR stream on its own connection, if under the limit.
+    pub async fn monitor(&self) -> Result<MonitorStream, StreamError> {
+        if self.inner.shutdown.is_cancelled() {
+            return Err(StreamError::ShuttingDown);
+        }
+        let settings = &self.inner.settings;
+        let permit = self
+            .inner
+            .monitors
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| StreamError::TooManyMonitors(settings.max_monitors))?;
+        monitor::start(
+            &self.inner.endpoint,
+            settings.connect_timeout,
+            settings.command_timeout,
+            settings.buffer,
+            permit,
+            self.inner.shutdown.clone(),
+        )
+        .await
+    }
+
+    /// Heartbeat interval of idle streams.
+    pub fn keepalive(&self) -> Duration {
+        self.inner.settings.keepalive
+    }
+
+    /// Cancelled when restash shuts down: every stream then ends.
+    pub fn closing(&self) -> &CancellationToken {
+        &self.inner.shutdown
+    }
+}
+
+/// Spreads topics over the subscriber connections (FNV-1a: stable, no allocation).
+fn shard_index(key: &TopicKey, shards: usize) -> usize {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    let tag = [matches!(key.kind, TopicKind::Pattern) as u8];
+    for byte in tag.iter().chain(key.name.iter()) {
+        hash ^= u64::from(*byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    (hash % shards.max(1) as u64) as usize
+}

@@ -1,0 +1,260 @@
+//! One raw connection to Redis for a subscriber or a MONITOR stream: TCP, TLS or a
+//! Unix socket, authenticated and named, reading and writing RESP2 frames.
+//!
+//! Addresses, credentials and TLS settings come from fred's own parsing of
+//! `REDIS_URL`, so every URL the backend accepts works here too. On a cluster the
+//! link goes to the first node that answers (Redis forwards plain `PUBLISH` to every
+//! node); behind Sentinel it goes to the primary the sentinels name.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use bytes::{Buf, BytesMut};
+use fred::types::config::{Config as FredConfig, Server, ServerConfig, TlsConnector};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use super::resp::{self, ProtocolError, Reply};
+
+/// Bytes read from the socket at a time (the buffer grows for larger frames).
+const READ_CHUNK: usize = 16 * 1024;
+
+/// Why a link could not be opened or broke.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum LinkError {
+    /// TCP, TLS or Unix-socket failure, or the peer closed the connection.
+    #[error("{0}")]
+    Io(String),
+    /// No answer in time.
+    #[error("Redis did not answer within {0} ms")]
+    Timeout(u128),
+    /// Redis refused the handshake (AUTH) or a command.
+    #[error("{0}")]
+    Refused(String),
+    /// Redis sent bytes that are not RESP2.
+    #[error(transparent)]
+    Protocol(#[from] ProtocolError),
+    /// The URL describes something a link cannot reach.
+    #[error("{0}")]
+    Config(String),
+}
+
+impl From<std::io::Error> for LinkError {
+    fn from(error: std::io::Error) -> Self {
+        LinkError::Io(error.to_string())
+    }
+}
+
+/// Where and how to connect, from `REDIS_URL`.
+#[derive(Clone)]
+pub struct Endpoint {
+    target: Target,
+    username: Option<String>,
+    password: Option<String>,
+    tls: Option<TlsConnector>,
+}
+
+#[derive(Clone)]
+enum Target {
+    /// A single node, or the known nodes of a cluster (tried in order).
+    Nodes(Vec<Server>),
+    /// A Unix socket.
+    Unix(PathBuf),
+    /// Sentinels that name the primary of `service`.
+    Sentinel { hosts: Vec<Server>, service: String },
+}
+
+impl Endpoint {
+    /// Parses `url` as the backend does.
+    pub fn from_url(url: &str) -> Result<Endpoint, LinkError> {
+        let config = FredConfig::from_url(url).map_err(|e| LinkError::Config(e.to_string()))?;
+        let target = match config.server {
+            ServerConfig::Centralized { server } => Target::Nodes(vec![server]),
+            ServerConfig::Clustered { mut hosts, .. } => {
+                // fred appends the URL's own host last; try it first.
+                hosts.rotate_right(1);
+                Target::Nodes(hosts)
+            }
+            ServerConfig::Unix { path } => Target::Unix(path),
+            ServerConfig::Sentinel {
+                hosts,
+                service_name,
+                ..
+            } => Target::Sentinel {
+                hosts,
+                service: service_name,
+            },
+        };
+        Ok(Endpoint {
+            target,
+            username: config.username,
+            password: config.password,
+            tls: config.tls.map(|t| t.connector),
+        })
+    }
+}
+
+trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
+/// An open, authenticated connection.
+pub struct Link {
+    io: Box<dyn Io>,
+    input: BytesMut,
+    output: Vec<u8>,
+}
+
+impl Link {
+    /// Connects, authenticates and names the connection `name` (shown by `CLIENT LIST`),
+    /// all within `limit`.
+    pub async fn connect(
+        endpoint: &Endpoint,
+        name: &str,
+        limit: Duration,
+    ) -> Result<Link, LinkError> {
+        match tokio::time::timeout(limit, Self::open(endpoint, name)).await {
+            Ok(result) => result,
+            Err(_) => Err(LinkError::Timeout(limit.as_millis())),
+        }
+    }
+
+    async fn open(endpoint: &Endpoint, name: &str) -> Result<Link, LinkError> {
+        let mut link = match &endpoint.target {
+            Target::Unix(path) => Self::unix(path).await?,
+            Target::Nodes(nodes) => Self::first_node(endpoint, nodes).await?,
+            Target::Sentinel { hosts, service } => {
+                let primary = Self::ask_sentinels(endpoint, hosts, service).await?;
+                Self::tcp(endpoint, &primary).await?
+            }
+        };
+        if let Some(password) = &endpoint.password {
+            let mut args: Vec<&[u8]> = vec![b"AUTH"];
+            if let Some(user) = &endpoint.username {
+                args.push(user.as_bytes());
+            }
+            args.push(password.as_bytes());
+            if let Reply::Error(text) = link.request(&args).await? {
+                return Err(LinkError::Refused(
+                    String::from_utf8_lossy(&text).into_owned(),
+                ));
+            }
+        }
+        // Naming is a courtesy for operators; an ACL may forbid it.
+        link.request(&[b"CLIENT", b"SETNAME", name.as_bytes()])
+            .await?;
+        Ok(link)
+    }
+
+    async fn first_node(endpoint: &Endpoint, nodes: &[Server]) -> Result<Link, LinkError> {
+        let mut last = LinkError::Config("no Redis node in REDIS_URL".into());
+        for node in nodes {
+            match Self::tcp(endpoint, node).await {
+                Ok(link) => return Ok(link),
+                Err(error) => last = error,
+            }
+        }
+        Err(last)
+    }
+
+    async fn ask_sentinels(
+        endpoint: &Endpoint,
+        hosts: &[Server],
+        service: &str,
+    ) -> Result<Server, LinkError> {
+        let mut last = LinkError::Config("no sentinel in REDIS_URL".into());
+        for host in hosts {
+            let mut sentinel = match Self::tcp(endpoint, host).await {
+                Ok(link) => link,
+                Err(error) => {
+                    last = error;
+                    continue;
+                }
+            };
+            let reply = sentinel
+                .request(&[b"SENTINEL", b"GET-MASTER-ADDR-BY-NAME", service.as_bytes()])
+                .await?;
+            if let Reply::Array(Some(items)) = reply {
+                let text = |i: usize| {
+                    items
+                        .get(i)
+                        .and_then(Reply::bytes)
+                        .map(|b| String::from_utf8_lossy(b).into_owned())
+                };
+                if let (Some(host), Some(port)) = (text(0), text(1).and_then(|p| p.parse().ok())) {
+                    return Ok(Server::new(host, port));
+                }
+            }
+            last = LinkError::Refused(format!("sentinel does not know the service {service}"));
+        }
+        Err(last)
+    }
+
+    async fn tcp(endpoint: &Endpoint, server: &Server) -> Result<Link, LinkError> {
+        let socket = tokio::net::TcpStream::connect((&*server.host, server.port)).await?;
+        let _ = socket.set_nodelay(true);
+        let io: Box<dyn Io> = match &endpoint.tls {
+            None => Box::new(socket),
+            Some(TlsConnector::Rustls(connector)) => {
+                let name = server
+                    .tls_server_name
+                    .clone()
+                    .unwrap_or_else(|| server.host.clone());
+                let name = fred::rustls::pki_types::ServerName::try_from(name.to_string())
+                    .map_err(|e| LinkError::Config(format!("invalid TLS server name: {e}")))?;
+                Box::new(connector.connect(name, socket).await?)
+            }
+            #[allow(unreachable_patterns)]
+            Some(_) => return Err(LinkError::Config("only rustls TLS is supported".into())),
+        };
+        Ok(Link::new(io))
+    }
+
+    async fn unix(path: &PathBuf) -> Result<Link, LinkError> {
+        Ok(Link::new(Box::new(
+            tokio::net::UnixStream::connect(path).await?,
+        )))
+    }
+
+    fn new(io: Box<dyn Io>) -> Link {
+        Link {
+            io,
+            input: BytesMut::with_capacity(READ_CHUNK),
+            output: Vec::with_capacity(256),
+        }
+    }
+
+    /// Queues one command; [`Link::flush`] sends everything queued.
+    pub fn queue(&mut self, args: &[&[u8]]) {
+        resp::encode(&mut self.output, args);
+    }
+
+    /// Writes every queued command.
+    pub async fn flush(&mut self) -> Result<(), LinkError> {
+        if !self.output.is_empty() {
+            self.io.write_all(&self.output).await?;
+            self.io.flush().await?;
+            self.output.clear();
+        }
+        Ok(())
+    }
+
+    /// Sends one command and reads one reply (for the handshake, before any subscription).
+    pub async fn request(&mut self, args: &[&[u8]]) -> Result<Reply, LinkError> {
+        self.queue(args);
+        self.flush().await?;
+        self.read().await
+    }
+
+    /// Reads the next reply. Cancel-safe: bytes already read stay buffered.
+    pub async fn read(&mut self) -> Result<Reply, LinkError> {
+        loop {
+            if let Some((reply, used)) = resp::decode(&self.input)? {
+                self.input.advance(used);
+                return Ok(reply);
+            }
+            self.input.reserve(READ_CHUNK);
+            if self.io.read_buf(&mut self.input).await? == 0 {
+                return Err(LinkError::Io("Redis closed the connection".into()));
+            }
+        }
+    }
+}

@@ -1,0 +1,513 @@
+//! One subscriber connection shared by many streams.
+//!
+//! The [`Table`] maps each channel or pattern to the streams that want it: the first
+//! stream to want a topic makes the connection task send `SUBSCRIBE`, the last one to
+//! leave makes it send `UNSUBSCRIBE` (and the connection closes when nothing is left).
+//! Every table change that needs Redis is queued to the task *while the table is
+//! locked*, so Redis sees the changes in the order the table made them.
+//!
+//! The task reads every frame, looks the topic up and hands the formatted event to
+//! each stream's bounded buffer with `try_send`: a full buffer cuts that stream off,
+//! so a slow reader never slows the connection or grows memory.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::AtomicU8;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use super::link::{Endpoint, Link, LinkError};
+use super::resp::Reply;
+use super::{Delivery, Inbox, StreamError, TopicKind};
+
+/// Most subscription changes written to Redis in one batch.
+const CHANGE_BATCH: usize = 512;
+
+/// A channel or a pattern.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct TopicKey {
+    /// Channel or pattern.
+    pub kind: TopicKind,
+    /// Its name, as Redis sees it.
+    pub name: Bytes,
+}
+
+impl TopicKey {
+    fn verb(&self, subscribe: bool) -> &'static [u8] {
+        match (self.kind, subscribe) {
+            (TopicKind::Channel, true) => b"SUBSCRIBE",
+            (TopicKind::Channel, false) => b"UNSUBSCRIBE",
+            (TopicKind::Pattern, true) => b"PSUBSCRIBE",
+            (TopicKind::Pattern, false) => b"PUNSUBSCRIBE",
+        }
+    }
+}
+
+/// Connection timing.
+#[derive(Debug, Clone, Copy)]
+pub struct Timing {
+    /// Longest wait for a connection (and its handshake).
+    pub connect: Duration,
+    /// Cap of the delay between reconnection attempts.
+    pub reconnect_max: Duration,
+}
+
+/// A subscriber connection and its topic table.
+pub struct Shard {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    table: Mutex<Table>,
+    changes: mpsc::UnboundedSender<Change>,
+    buffer: usize,
+}
+
+#[derive(Default)]
+struct Table {
+    topics: HashMap<TopicKey, Topic>,
+    next_generation: u64,
+    next_member: u64,
+}
+
+struct Topic {
+    /// Tells this topic apart from an earlier one of the same name.
+    generation: u64,
+    /// Redis has confirmed the subscription.
+    confirmed: bool,
+    members: Vec<Member>,
+    waiters: Vec<oneshot::Sender<Result<(), StreamError>>>,
+}
+
+struct Member {
+    id: u64,
+    sender: mpsc::Sender<Arc<str>>,
+    end: Arc<AtomicU8>,
+}
+
+/// A change Redis must learn about.
+enum Change {
+    Subscribe(TopicKey, u64),
+    Unsubscribe(TopicKey),
+}
+
+/// A reply the connection waits for, in order.
+struct Expect {
+    key: TopicKey,
+    subscribe: bool,
+    generation: u64,
+}
+
+impl Shard {
+    /// Starts the connection task (it connects only while some stream needs it).
+    pub fn start(
+        endpoint: Arc<Endpoint>,
+        timing: Timing,
+        buffer: usize,
+        shutdown: CancellationToken,
+    ) -> Shard {
+        let (changes, receiver) = mpsc::unbounded_channel();
+        let shared = Arc::new(Shared {
+            table: Mutex::new(Table::default()),
+            changes,
+            buffer: buffer.max(1),
+        });
+        tokio::spawn(run(shared.clone(), receiver, endpoint, timing, shutdown));
+        Shard { shared }
+    }
+
+    /// Adds a stream to `key`, subscribing in Redis if it is the first, and waits
+    /// (at most `wait`) until Redis has confirmed the subscription.
+    pub async fn join(&self, key: TopicKey, wait: Duration) -> Result<Subscription, StreamError> {
+        let (sender, receiver) = mpsc::channel(self.shared.buffer);
+        let inbox = Inbox::new(receiver);
+        let (id, waiter) = {
+            let mut table = self.shared.lock();
+            let id = table.next_member;
+            table.next_member += 1;
+            let generation = table.next_generation;
+            let member = Member {
+                id,
+                sender,
+                end: inbox.end_flag(),
+            };
+            let topic = match table.topics.get_mut(&key) {
+                Some(topic) => topic,
+                None => {
+                    table.next_generation += 1;
+                    let _ = self
+                        .shared
+                        .changes
+                        .send(Change::Subscribe(key.clone(), generation));
+                    table.topics.entry(key.clone()).or_insert(Topic {
+                        generation,
+                        confirmed: false,
+                        members: Vec::new(),
+                        waiters: Vec::new(),
+                    })
+                }
+            };
+            topic.members.push(member);
+            let waiter = (!topic.confirmed).then(|| {
+                let (tx, rx) = oneshot::channel();
+                topic.waiters.push(tx);
+                rx
+            });
+            (id, waiter)
+        };
+        let subscription = Subscription {
+            shared: self.shared.clone(),
+            key,
+            id,
+            inbox,
+        };
+        if let Some(waiter) = waiter {
+            match tokio::time::timeout(wait, waiter).await {
+                Ok(Ok(Ok(()))) => {}
+                Ok(Ok(Err(error))) => return Err(error),
+                Ok(Err(_)) => {
+                    return Err(StreamError::Unavailable(
+                        "the subscription was dropped".into(),
+                    ))
+                }
+                Err(_) => {
+                    return Err(StreamError::Unavailable(format!(
+                        "no subscription confirmation within {} ms",
+                        wait.as_millis()
+                    )))
+                }
+            }
+        }
+        Ok(subscription)
+    }
+}
+
+/// One stream's membership of a topic; leaving is dropping it.
+pub struct Subscription {
+    shared: Arc<Shared>,
+    key: TopicKey,
+    id: u64,
+    inbox: Inbox,
+}
+
+impl Subscription {
+    /// The next event, or why the stream ends.
+    pub async fn next(&mut self) -> Delivery {
+        self.inbox.next().await
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        self.shared.leave(&self.key, self.id);
+    }
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Table> {
+        self.table
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn is_idle(&self) -> bool {
+        self.lock().topics.is_empty()
+    }
+
+    fn leave(&self, key: &TopicKey, id: u64) {
+        let mut table = self.lock();
+        let Some(topic) = table.topics.get_mut(key) else {
+            return;
+        };
+        topic.members.retain(|m| m.id != id);
+        if topic.members.is_empty() {
+            table.topics.remove(key);
+            let _ = self.changes.send(Change::Unsubscribe(key.clone()));
+        }
+    }
+
+    fn confirm(&self, key: &TopicKey, generation: u64) {
+        let mut table = self.lock();
+        if let Some(topic) = table.topics.get_mut(key) {
+            if topic.generation == generation && !topic.confirmed {
+                topic.confirmed = true;
+                for waiter in topic.waiters.drain(..) {
+                    let _ = waiter.send(Ok(()));
+                }
+            }
+        }
+    }
+
+    /// Redis refused one subscription: its streams fail, the topic goes away.
+    fn refuse(&self, key: &TopicKey, generation: u64, error: StreamError) {
+        let mut table = self.lock();
+        if table
+            .topics
+            .get(key)
+            .is_some_and(|t| t.generation == generation)
+        {
+            if let Some(topic) = table.topics.remove(key) {
+                for waiter in topic.waiters {
+                    let _ = waiter.send(Err(error.clone()));
+                }
+            }
+        }
+    }
+
+    /// The connection could not be opened: topics still waiting for their first
+    /// confirmation fail at once (a fast 503) instead of waiting out their timeout.
+    fn fail_pending(&self, error: &StreamError) {
+        let mut table = self.lock();
+        table.topics.retain(|_, topic| {
+            if topic.confirmed {
+                return true;
+            }
+            for waiter in topic.waiters.drain(..) {
+                let _ = waiter.send(Err(error.clone()));
+            }
+            false
+        });
+    }
+
+    /// Every topic to subscribe on a new connection. Queued changes are dropped
+    /// under the same lock: the table already reflects them.
+    fn snapshot(&self, changes: &mut mpsc::UnboundedReceiver<Change>) -> Vec<(TopicKey, u64)> {
+        let table = self.lock();
+        while changes.try_recv().is_ok() {}
+        table
+            .topics
+            .iter()
+            .map(|(key, topic)| (key.clone(), topic.generation))
+            .collect()
+    }
+
+    /// Whether `change` still needs to reach Redis.
+    fn is_current(&self, change: &Change) -> bool {
+        let table = self.lock();
+        match change {
+            Change::Subscribe(key, generation) => table
+                .topics
+                .get(key)
+                .is_some_and(|t| t.generation == *generation && !t.confirmed),
+            // A newer topic of the same name re-subscribes right after; skip the gap.
+            Change::Unsubscribe(key) => !table.topics.contains_key(key),
+        }
+    }
+
+    /// Hands one published message to every stream of `key`.
+    fn fan_out(&self, key: &TopicKey, render: impl FnOnce() -> String) {
+        let mut table = self.lock();
+        let Some(topic) = table.topics.get_mut(key) else {
+            return;
+        };
+        let event: Arc<str> = render().into();
+        topic
+            .members
+            .retain(|member| match member.sender.try_send(event.clone()) {
+                Ok(()) => true,
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    Inbox::mark_overflow(&member.end);
+                    false
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => false,
+            });
+        if topic.members.is_empty() {
+            table.topics.remove(key);
+            let _ = self.changes.send(Change::Unsubscribe(key.clone()));
+        }
+    }
+}
+
+enum SessionEnd {
+    /// No topic left: the connection was closed on purpose.
+    Idle,
+    /// The connection broke.
+    Broken(LinkError),
+    /// Shutdown.
+    Exit,
+}
+
+async fn run(
+    shared: Arc<Shared>,
+    mut changes: mpsc::UnboundedReceiver<Change>,
+    endpoint: Arc<Endpoint>,
+    timing: Timing,
+    shutdown: CancellationToken,
+) {
+    let first_delay = Duration::from_millis(50);
+    let mut delay = first_delay;
+    loop {
+        if shared.is_idle() {
+            // Nothing wanted: hold no connection until a stream arrives.
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                change = changes.recv() => {
+                    if change.is_none() {
+                        return;
+                    }
+                    continue;
+                }
+            }
+        }
+        let connected = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            link = Link::connect(&endpoint, "restash:pubsub", timing.connect) => link,
+        };
+        match connected {
+            Ok(link) => {
+                delay = first_delay;
+                match session(link, &shared, &mut changes, &shutdown).await {
+                    SessionEnd::Exit => return,
+                    SessionEnd::Idle => {}
+                    SessionEnd::Broken(error) => {
+                        tracing::warn!(%error, "Pub/Sub connection to Redis lost; reconnecting");
+                    }
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot open a Pub/Sub connection to Redis");
+                shared.fail_pending(&StreamError::Unavailable(error.to_string()));
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(delay) => {}
+                }
+                delay = (delay * 2).min(timing.reconnect_max.max(first_delay));
+            }
+        }
+    }
+}
+
+async fn session(
+    mut link: Link,
+    shared: &Shared,
+    changes: &mut mpsc::UnboundedReceiver<Change>,
+    shutdown: &CancellationToken,
+) -> SessionEnd {
+    let mut expects = VecDeque::new();
+    for (key, generation) in shared.snapshot(changes) {
+        link.queue(&[key.verb(true), &key.name]);
+        expects.push_back(Expect {
+            key,
+            subscribe: true,
+            generation,
+        });
+    }
+    if let Err(error) = link.flush().await {
+        return SessionEnd::Broken(error);
+    }
+    loop {
+        if shared.is_idle() {
+            // Closing the connection unsubscribes everything at once.
+            return SessionEnd::Idle;
+        }
+        // Unbiased: a flood of messages must not starve new subscriptions, nor the reverse.
+        tokio::select! {
+            _ = shutdown.cancelled() => return SessionEnd::Exit,
+            reply = link.read() => match reply {
+                Ok(reply) => handle(reply, shared, &mut expects),
+                Err(error) => return SessionEnd::Broken(error),
+            },
+            change = changes.recv() => {
+                let Some(change) = change else {
+                    return SessionEnd::Exit;
+                };
+                let mut batch = vec![change];
+                while batch.len() < CHANGE_BATCH {
+                    match changes.try_recv() {
+                        Ok(change) => batch.push(change),
+                        Err(_) => break,
+                    }
+                }
+                for change in batch {
+                    if !shared.is_current(&change) {
+                        continue;
+                    }
+                    let expect = match change {
+                        Change::Subscribe(key, generation) => Expect { key, subscribe: true, generation },
+                        Change::Unsubscribe(key) => Expect { key, subscribe: false, generation: 0 },
+                    };
+                    link.queue(&[expect.key.verb(expect.subscribe), &expect.key.name]);
+                    expects.push_back(expect);
+                }
+                if let Err(error) = link.flush().await {
+                    return SessionEnd::Broken(error);
+                }
+            }
+        }
+    }
+}
+
+/// Handles one frame from a subscribed connection.
+fn handle(reply: Reply, shared: &Shared, expects: &mut VecDeque<Expect>) {
+    let items = match reply {
+        Reply::Array(Some(items)) => items,
+        Reply::Error(text) => {
+            // Each command names one topic, so an error answers the oldest one.
+            if let Some(expect) = expects.pop_front() {
+                if expect.subscribe {
+                    let text = String::from_utf8_lossy(&text).into_owned();
+                    shared.refuse(&expect.key, expect.generation, StreamError::Redis(text));
+                }
+            }
+            return;
+        }
+        _ => return,
+    };
+    let field = |i: usize| items.get(i).and_then(Reply::bytes);
+    let (Some(kind), Some(first)) = (field(0), field(1)) else {
+        return;
+    };
+    let text = |b: &Bytes| String::from_utf8_lossy(b).into_owned();
+    match kind.to_ascii_lowercase().as_slice() {
+        b"message" => {
+            let Some(payload) = field(2) else { return };
+            let key = TopicKey {
+                kind: TopicKind::Channel,
+                name: first.clone(),
+            };
+            shared.fan_out(&key, || {
+                format!("message,{},{}", text(first), text(payload))
+            });
+        }
+        b"pmessage" => {
+            let (Some(channel), Some(payload)) = (field(2), field(3)) else {
+                return;
+            };
+            let key = TopicKey {
+                kind: TopicKind::Pattern,
+                name: first.clone(),
+            };
+            shared.fan_out(&key, || {
+                format!(
+                    "pmessage,{},{},{}",
+                    text(first),
+                    text(channel),
+                    text(payload)
+                )
+            });
+        }
+        verb @ (b"subscribe" | b"psubscribe" | b"unsubscribe" | b"punsubscribe") => {
+            let kind = if verb.starts_with(b"p") {
+                TopicKind::Pattern
+            } else {
+                TopicKind::Channel
+            };
+            let subscribe = !verb.ends_with(b"unsubscribe");
+            let matches = expects.front().is_some_and(|e| {
+                e.subscribe == subscribe && e.key.kind == kind && e.key.name == first
+            });
+            if !matches {
+                return;
+            }
+            if let Some(expect) = expects.pop_front() {
+                if expect.subscribe {
+                    shared.confirm(&expect.key, expect.generation);
+                }
+            }
+        }
+        _ => {}
+    }
+}

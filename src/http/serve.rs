@@ -1,0 +1,92 @@
+//! The accept loop: hyper connections with a header read timeout and graceful shutdown.
+//!
+//! `axum::serve` cannot bound how long a client may take to send its request
+//! headers, so restash drives hyper itself (as `axum::serve` does internally):
+//! - the request line and headers must arrive within `header_timeout`, else the
+//!   connection is closed (this also closes keep-alive connections idle that long);
+//! - when `signal` resolves the listener is closed at once (new connections are
+//!   refused), idle connections close, and in-flight requests finish; the returned
+//!   future completes when the last connection has closed.
+
+use std::future::Future;
+use std::time::Duration;
+
+use axum::Router;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto::Builder;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+/// Serves `app` on `listener` until `signal` resolves and every connection has closed.
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    header_timeout: Duration,
+    signal: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::spawn(async move {
+        signal.await;
+        let _ = stop_tx.send(true);
+    });
+    // Every connection task holds a receiver; `closed()` resolves when all are gone.
+    let (open_tx, open_rx) = watch::channel(());
+    let mut stopping = stop_rx.clone();
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = stopping.wait_for(|stop| *stop) => break,
+        };
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            Err(error) => {
+                tracing::warn!(%error, "accept failed");
+                if is_resource_exhausted(&error) {
+                    // Out of file descriptors: wait for some to close.
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let service = TowerToHyperService::new(app.clone());
+        let mut stop = stop_rx.clone();
+        let open = open_rx.clone();
+        tokio::spawn(async move {
+            let mut builder = Builder::new(TokioExecutor::new());
+            builder
+                .http1()
+                .timer(TokioTimer::new())
+                .header_read_timeout(header_timeout);
+            builder.http2().timer(TokioTimer::new());
+            let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+            tokio::pin!(connection);
+            let mut draining = false;
+            loop {
+                tokio::select! {
+                    result = connection.as_mut() => {
+                        if let Err(error) = result {
+                            tracing::trace!(%error, "connection ended with an error");
+                        }
+                        break;
+                    }
+                    _ = stop.wait_for(|stop| *stop), if !draining => {
+                        draining = true;
+                        connection.as_mut().graceful_shutdown();
+                    }
+                }
+            }
+            drop(open);
+        });
+    }
+    drop(listener);
+    drop(open_rx);
+    open_tx.closed().await;
+    Ok(())
+}
+
+fn is_resource_exhausted(error: &std::io::Error) -> bool {
+    // EMFILE (24) and ENFILE (23): no file descriptor for the new connection.
+    matches!(error.raw_os_error(), Some(23) | Some(24))
+}
