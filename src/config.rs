@@ -81,6 +81,23 @@ pub struct Config {
     pub read_from_replicas: bool,
     /// `RESTASH_REDIS_TLS_CA_FILE`: CA certificates (PEM) to trust for `rediss://`.
     pub redis_tls_ca_file: Option<std::path::PathBuf>,
+    /// `RESTASH_TOKENS_FILE`: scoped tokens and named backends (TOML, or JSON for `*.json`).
+    pub tokens_file: Option<std::path::PathBuf>,
+    /// `RESTASH_JWT_SECRET`: accept HS256 JWTs signed with this secret.
+    pub jwt_secret: Option<String>,
+    /// `RESTASH_JWT_KEYS`: accept RS256, ES256 and EdDSA JWTs signed by these public keys
+    /// (a PEM file or a JWKS file).
+    pub jwt_keys: Option<std::path::PathBuf>,
+    /// `RESTASH_JWT_ISSUER`: required `iss` claim.
+    pub jwt_issuer: Option<String>,
+    /// `RESTASH_JWT_AUDIENCE`: required `aud` claim.
+    pub jwt_audience: Option<String>,
+    /// `RESTASH_JWT_REVOKED_FILE`: revoked JWT ids (`jti`), one per line.
+    pub jwt_revoked_file: Option<std::path::PathBuf>,
+    /// `RESTASH_RATE_LIMIT_SHARED`: keep per-token rate limits in Redis (shared by instances).
+    pub rate_limit_shared: bool,
+    /// `RESTASH_CORS_ORIGINS`: origins allowed to call from browsers (`*` for any).
+    pub cors_origins: Vec<String>,
 }
 
 /// A variable that could not be used.
@@ -186,6 +203,24 @@ impl Config {
                 Some("true" | "1" | "yes")
             ),
             redis_tls_ca_file: get("RESTASH_REDIS_TLS_CA_FILE").map(std::path::PathBuf::from),
+            tokens_file: get("RESTASH_TOKENS_FILE").map(std::path::PathBuf::from),
+            jwt_secret: get("RESTASH_JWT_SECRET"),
+            jwt_keys: get("RESTASH_JWT_KEYS").map(std::path::PathBuf::from),
+            jwt_issuer: get("RESTASH_JWT_ISSUER"),
+            jwt_audience: get("RESTASH_JWT_AUDIENCE"),
+            jwt_revoked_file: get("RESTASH_JWT_REVOKED_FILE").map(std::path::PathBuf::from),
+            rate_limit_shared: flag(
+                "RESTASH_RATE_LIMIT_SHARED",
+                get("RESTASH_RATE_LIMIT_SHARED"),
+            )?,
+            cors_origins: get("RESTASH_CORS_ORIGINS")
+                .map(|v| {
+                    v.split(',')
+                        .map(|o| o.trim().to_string())
+                        .filter(|o| !o.is_empty())
+                        .collect()
+                })
+                .unwrap_or_default(),
         })
     }
 
@@ -301,6 +336,34 @@ mod tests {
         assert!(config(&[("RESTASH_BLOCKING", "true")]).unwrap().blocking);
         assert!(!config(&[("RESTASH_BLOCKING", "0")]).unwrap().blocking);
         assert!(config(&[("RESTASH_BLOCKING", "maybe")]).is_err());
+    }
+
+    #[test]
+    fn tenancy_variables() {
+        let c = config(&[]).unwrap();
+        assert_eq!(c.tokens_file, None);
+        assert!(!c.rate_limit_shared);
+        assert!(c.cors_origins.is_empty());
+        let c = config(&[
+            ("RESTASH_TOKENS_FILE", "/etc/restash/tokens.toml"),
+            ("RESTASH_JWT_SECRET", "s"),
+            ("RESTASH_JWT_AUDIENCE", "restash"),
+            ("RESTASH_RATE_LIMIT_SHARED", "true"),
+            (
+                "RESTASH_CORS_ORIGINS",
+                "https://a.example, https://b.example,",
+            ),
+        ])
+        .unwrap();
+        assert_eq!(
+            c.tokens_file.as_deref(),
+            Some(std::path::Path::new("/etc/restash/tokens.toml"))
+        );
+        assert_eq!(c.jwt_secret.as_deref(), Some("s"));
+        assert_eq!(c.jwt_audience.as_deref(), Some("restash"));
+        assert!(c.rate_limit_shared);
+        assert_eq!(c.cors_origins, ["https://a.example", "https://b.example"]);
+        assert!(config(&[("RESTASH_RATE_LIMIT_SHARED", "often")]).is_err());
     }
 
     #[test]

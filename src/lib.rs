@@ -5,7 +5,7 @@
 //! - [`protocol`]: pure request parsing and reply encoding (the Upstash wire format);
 //! - [`policy`]: pure decisions on what to send (read-only tokens, refusals, rewrites);
 //! - [`backend`]: the only module that imports fred;
-//! - [`auth`]: tokens and constant-time checks;
+//! - [`auth`]: static tokens, the token file, JWTs, named backends, rate limits, audit;
 //! - [`cache`]: the cache-aside API's semantics (keys, leases, tags, invalidation, stats);
 //! - [`http`]: the only module that imports axum;
 //! - [`error`]: the API error enum and its `{"error": …}` rendering.
@@ -26,12 +26,14 @@ pub mod routing;
 pub mod telemetry;
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::net::TcpListener;
 
-use crate::auth::Tokens;
+use crate::auth::jwt::JwtSettings;
+use crate::auth::{AuthSettings, Authenticator, Tokens};
 use crate::backend::{Backend, BackendError, BackendSettings};
 use crate::config::Config;
 use crate::http::AppState;
@@ -47,6 +49,9 @@ pub enum ServeError {
     /// The HTTP server failed.
     #[error("HTTP server error: {0}")]
     Io(#[from] std::io::Error),
+    /// The token file or the JWT keys are unusable.
+    #[error(transparent)]
+    Auth(#[from] auth::AuthSetupError),
 }
 
 /// Runs restash on `listener` until `shutdown` resolves, then drains in-flight requests.
@@ -66,7 +71,23 @@ pub async fn serve(
         );
     }
     let tokens = Tokens::new(&token, config.readonly_token.as_deref());
+    let authenticator = match Authenticator::load(
+        tokens.clone(),
+        backend_settings(&config),
+        auth_settings(&config),
+    )
+    .await
+    {
+        Ok(authenticator) => Arc::new(authenticator),
+        Err(error) => {
+            backend.shutdown().await;
+            return Err(error.into());
+        }
+    };
     let state = AppState::new(backend.clone(), tokens, config.max_body_bytes);
+    state.set_auth(authenticator.clone());
+    let reloads_stop = tokio_util::sync::CancellationToken::new();
+    let reloader = auth::reload::spawn(authenticator.clone(), reloads_stop.clone());
     state.set_limits(http::Limits {
         max_concurrency: config.max_concurrency,
         request_timeout: config.request_timeout,
@@ -91,7 +112,8 @@ pub async fn serve(
         None
     };
     let loader = tokio::spawn(load_command_table(state.clone()));
-    let app = http::router(state);
+    let app = http::with_cors(http::router(state), &config.cors_origins);
+    auth::audit::describe();
 
     let (drained_tx, drained_rx) = tokio::sync::oneshot::channel::<()>();
     let shutdown_timeout = config.shutdown_timeout;
@@ -118,11 +140,28 @@ pub async fn serve(
         }
     };
     loader.abort();
+    reloads_stop.cancel();
+    let _ = reloader.await;
+    authenticator.shutdown().await;
     if let Some(pool) = blocking {
         pool.shutdown().await;
     }
     backend.shutdown().await;
     result.map_err(ServeError::from)
+}
+
+fn auth_settings(config: &Config) -> AuthSettings {
+    AuthSettings {
+        tokens_file: config.tokens_file.clone(),
+        jwt: JwtSettings {
+            secret: config.jwt_secret.clone(),
+            keys_file: config.jwt_keys.clone(),
+            issuer: config.jwt_issuer.clone(),
+            audience: config.jwt_audience.clone(),
+        },
+        revoked_file: config.jwt_revoked_file.clone(),
+        shared_rate_limits: config.rate_limit_shared,
+    }
 }
 
 fn backend_settings(config: &Config) -> BackendSettings {

@@ -1,4 +1,7 @@
 //! The `restash` binary: load configuration, start logging, serve until a signal.
+//!
+//! `restash` (no arguments) runs the gateway; `restash token …` mints a JWT and exits
+//! (see [`restash::auth::mint`]; a hand-written argument parser, no clap).
 
 use std::process::ExitCode;
 
@@ -8,6 +11,28 @@ use restash::config::Config;
 async fn main() -> ExitCode {
     // An optional `.env` in the working directory; real environment variables win.
     let _ = dotenvy::dotenv();
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        None => {}
+        Some("token") => {
+            return match restash::auth::mint::run(&args[1..], |name| {
+                std::env::var(name).ok().filter(|v| !v.is_empty())
+            }) {
+                Ok(jwt) => {
+                    println!("{jwt}");
+                    ExitCode::SUCCESS
+                }
+                Err(error) => {
+                    eprintln!("restash token: {error}");
+                    ExitCode::from(2)
+                }
+            };
+        }
+        Some(other) => {
+            eprintln!("restash: unknown command {other:?}\nusage: restash            run the gateway\n       restash token …  mint a JWT (restash token --help)");
+            return ExitCode::from(2);
+        }
+    }
     let config = match Config::from_env() {
         Ok(config) => config,
         Err(error) => {

@@ -48,13 +48,22 @@ enum Target {
 /// Every request under `/cache/`.
 pub async fn dispatch(
     State(state): State<AppState>,
-    Caller(access): Caller,
+    Caller(caller): Caller,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
     RawBody(body): RawBody,
 ) -> Result<Response, ApiError> {
     let target = parse_target(uri.path())?;
+    // A prefixed token's namespaces lie under its prefixes; its backend holds its cache.
+    let (Target::Namespace(ns) | Target::Item(ns, _)) = &target;
+    caller.check_namespace(ns.as_str())?;
+    let state = state.for_caller(&caller)?;
+    let access = caller.access();
+    // Refused writes are audited like every other refusal (this calls the fn below).
+    let writable = |access: Access| {
+        writable(access).inspect_err(|e| caller.audit("cache", "read_only", &e.to_string()))
+    };
     let query = uri.query();
     match (target, method) {
         (Target::Namespace(ns), Method::GET | Method::HEAD) => stats(&state, &ns, query).await,

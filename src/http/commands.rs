@@ -8,11 +8,12 @@ use axum::response::{IntoResponse, Response};
 use super::extract::{Caller, RawBody, ReplyFormat, SyncToken};
 use super::layers::SYNC_TOKEN_HEADER;
 use super::AppState;
+use crate::auth::Principal;
 use crate::backend::TransactionOutcome;
 use crate::dispatch::Dispatch;
 use crate::error::ApiError;
 use crate::policy::prepare::{prepare_with, BlockingMode};
-use crate::policy::{prepare, Access, Prepared, ReplyFix};
+use crate::policy::{prepare, Prepared, ReplyFix};
 use crate::protocol::reply::{self, Frame};
 use crate::protocol::request::{parse_command_json, parse_path_command, parse_pipeline_json};
 use crate::protocol::Command;
@@ -20,19 +21,20 @@ use crate::protocol::Command;
 /// `POST /` with a JSON array body.
 pub async fn json_command(
     State(state): State<AppState>,
-    Caller(access): Caller,
+    Caller(caller): Caller,
     format: ReplyFormat,
     SyncToken(sync): SyncToken,
     RawBody(body): RawBody,
 ) -> Result<Response, ApiError> {
     let command = parse_command_json(&body)?;
-    run_single(&state, access, format, sync, command).await
+    let state = state.for_caller(&caller)?;
+    run_single(&state, &caller, format, sync, command).await
 }
 
 /// `GET|HEAD|POST|PUT /<command>/<arg>/…`: the body (if any) is the last argument.
 pub async fn path_command(
     State(state): State<AppState>,
-    Caller(access): Caller,
+    Caller(caller): Caller,
     format: ReplyFormat,
     SyncToken(sync): SyncToken,
     method: Method,
@@ -41,12 +43,13 @@ pub async fn path_command(
 ) -> Result<Response, ApiError> {
     let body = (method == Method::POST || method == Method::PUT).then_some(body);
     let command = parse_path_command(uri.path(), body, uri.query())?;
-    run_single(&state, access, format, sync, command).await
+    let state = state.for_caller(&caller)?;
+    run_single(&state, &caller, format, sync, command).await
 }
 
 async fn run_single(
     state: &AppState,
-    access: Access,
+    caller: &Principal,
     format: ReplyFormat,
     sync: Option<String>,
     command: Command,
@@ -60,7 +63,14 @@ async fn run_single(
         .map_or(BlockingMode::Rewrite, |pool| BlockingMode::Block {
             max: pool.max_wait(),
         });
-    let prepared = prepare_with(command, access, table.as_deref(), state.scripts(), mode)?;
+    let command = caller.authorize(command, table.as_deref())?;
+    let prepared = prepare_with(
+        command,
+        caller.access(),
+        table.as_deref(),
+        state.scripts(),
+        mode,
+    )?;
     let frame = match (prepared.answer, prepared.wait, state.blocking()) {
         (Some(answer), _, _) => answer,
         (None, Some(wait), Some(pool)) => {
@@ -115,18 +125,24 @@ enum Slot {
 /// `POST /pipeline`: in order, not atomic, one result per command.
 pub async fn pipeline(
     State(state): State<AppState>,
-    Caller(access): Caller,
+    Caller(caller): Caller,
     format: ReplyFormat,
     SyncToken(sync): SyncToken,
     RawBody(body): RawBody,
 ) -> Result<Response, ApiError> {
     let commands = parse_pipeline_json(&body)?;
     drop(body);
+    let state = state.for_caller(&caller)?;
     let table = state.command_table();
     let mut slots = Vec::with_capacity(commands.len());
     let mut to_send = Vec::with_capacity(commands.len());
     for command in commands {
-        match prepare(command, access, table.as_deref(), state.scripts()) {
+        let prepared = caller
+            .authorize(command, table.as_deref())
+            .and_then(|command| {
+                prepare(command, caller.access(), table.as_deref(), state.scripts())
+            });
+        match prepared {
             Ok(Prepared {
                 answer: Some(answer),
                 ..
@@ -159,7 +175,7 @@ pub async fn pipeline(
 /// `POST /multi-exec`: MULTI/EXEC on a dedicated connection, one result per command.
 pub async fn multi_exec(
     State(state): State<AppState>,
-    Caller(access): Caller,
+    Caller(caller): Caller,
     format: ReplyFormat,
     SyncToken(sync): SyncToken,
     RawBody(body): RawBody,
@@ -171,12 +187,14 @@ pub async fn multi_exec(
     }
     let commands = parse_pipeline_json(&body)?;
     drop(body);
+    let state = state.for_caller(&caller)?;
     let table = state.command_table();
     let mut slots = Vec::with_capacity(commands.len());
     let mut to_send = Vec::with_capacity(commands.len());
     for command in commands {
         // A transaction is all or nothing: one refused command refuses it whole.
-        let prepared = prepare(command, access, table.as_deref(), state.scripts())?;
+        let command = caller.authorize(command, table.as_deref())?;
+        let prepared = prepare(command, caller.access(), table.as_deref(), state.scripts())?;
         match prepared.answer {
             Some(answer) => slots.push(Slot::Answered(answer)),
             None => {

@@ -1,36 +1,123 @@
 //! Extractors whose rejections speak Upstash's error shape.
 
 use axum::body::Bytes;
+use axum::extract::MatchedPath;
 use axum::extract::{FromRequest, FromRequestParts, Request};
-use axum::http::header::AUTHORIZATION;
+use axum::http::header::{AUTHORIZATION, RETRY_AFTER};
 use axum::http::request::Parts;
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
 
 use super::AppState;
-use crate::auth::presented_token;
-use crate::error::ApiError;
-use crate::policy::Access;
+use crate::auth::rate::retry_after_seconds;
+use crate::auth::{audit, presented_token, AuthError, Principal};
+use crate::error::{json_error, ApiError};
+use crate::policy::scope::Stream;
 use crate::protocol::reply::StringEncoding;
 
-/// The authenticated caller: what its token may do.
-#[derive(Debug, Clone, Copy)]
-pub struct Caller(pub Access);
+/// The authenticated caller: its token's scope (mode, key prefixes, command rules,
+/// rate limit, backend). Compares equal to its [`crate::policy::Access`] (`caller == Access::ReadOnly`).
+///
+/// Extracting it authenticates (401), applies the token's rate limit (429 with
+/// `Retry-After`) and, on the Server-Sent Events routes, the stream policy (403):
+/// channels under the token's prefixes, `/monitor` for admin tokens, default backend only.
+#[derive(Debug, Clone)]
+pub struct Caller(pub Principal);
 
 impl FromRequestParts<AppState> for Caller {
-    type Rejection = ApiError;
+    type Rejection = Response;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Response> {
+        let endpoint = parts
+            .extensions
+            .get::<MatchedPath>()
+            .map_or("request", |m| m.as_str())
+            .to_string();
+        let unauthorized = |error: AuthError| {
+            audit::refused(None, &endpoint, error.reason(), error.text());
+            json_error(StatusCode::UNAUTHORIZED, error.text())
+        };
         let header = match parts.headers.get(AUTHORIZATION) {
-            Some(value) => Some(value.to_str().map_err(|_| ApiError::Unauthorized)?),
+            Some(value) => Some(
+                value
+                    .to_str()
+                    .map_err(|_| unauthorized(AuthError::Invalid))?,
+            ),
             None => None,
         };
-        let token = presented_token(header, parts.uri.query()).ok_or(ApiError::Unauthorized)?;
-        state
-            .tokens()
-            .access_for(&token)
-            .map(Caller)
-            .ok_or(ApiError::Unauthorized)
+        let token = presented_token(header, parts.uri.query())
+            .ok_or_else(|| unauthorized(AuthError::Invalid))?;
+        let principal = state.auth().authenticate(&token).map_err(unauthorized)?;
+        if let Some(stream) = stream_route(&endpoint) {
+            check_stream(&principal, stream, parts.uri.path()).map_err(|e| e.into_response())?;
+        }
+        let table = state.default_command_table();
+        if let Err(wait) = state
+            .auth()
+            .admit(&principal, state.default_backend(), table.as_deref())
+            .await
+        {
+            return Err(rate_limited(&principal, &endpoint, wait));
+        }
+        Ok(Caller(principal))
     }
+}
+
+#[derive(Clone, Copy)]
+enum StreamRoute {
+    Channel,
+    Pattern,
+    Monitor,
+}
+
+fn stream_route(matched: &str) -> Option<StreamRoute> {
+    match matched {
+        "/subscribe/{*channel}" => Some(StreamRoute::Channel),
+        "/psubscribe/{*pattern}" => Some(StreamRoute::Pattern),
+        "/monitor" => Some(StreamRoute::Monitor),
+        _ => None,
+    }
+}
+
+/// The stream policy: the channel (or pattern) is the raw path after its second `/`,
+/// percent-decoded as the SSE handlers decode it.
+fn check_stream(caller: &Principal, route: StreamRoute, path: &str) -> Result<(), ApiError> {
+    if let Some(backend) = &caller.scope().backend {
+        let text = format!(
+            "NOPERM Server-Sent Events use the default backend; this token uses '{backend}'"
+        );
+        caller.audit("stream", "backend", &text);
+        return Err(ApiError::Forbidden(text));
+    }
+    let rest = path
+        .strip_prefix('/')
+        .and_then(|p| p.split_once('/'))
+        .map_or("", |(_, rest)| rest);
+    let name: Vec<u8> = percent_encoding::percent_decode_str(rest).collect();
+    let stream = match route {
+        StreamRoute::Channel => Stream::Channel(&name),
+        StreamRoute::Pattern => Stream::Pattern(&name),
+        StreamRoute::Monitor => Stream::Monitor,
+    };
+    caller.check_stream(stream).map_err(ApiError::from)
+}
+
+/// 429 with `Retry-After` (whole seconds) and a JSON error.
+fn rate_limited(caller: &Principal, endpoint: &str, wait: std::time::Duration) -> Response {
+    let seconds = retry_after_seconds(wait);
+    let rate = caller.scope().rate;
+    let text = format!(
+        "ERR rate limit exceeded for token '{}': {} requests per second, burst {}; retry in {seconds} s",
+        caller.scope().name,
+        rate.map_or(0.0, |r| r.per_second),
+        rate.map_or(0, |r| r.burst),
+    );
+    caller.audit(endpoint, "rate_limited", &text);
+    let mut response = json_error(StatusCode::TOO_MANY_REQUESTS, &text);
+    response
+        .headers_mut()
+        .insert(RETRY_AFTER, HeaderValue::from(seconds));
+    response
 }
 
 /// How the answer is encoded, from `Upstash-Encoding` and `Upstash-Response-Format`.

@@ -54,3 +54,64 @@ pub fn router(state: AppState) -> Router {
         .with_state(state.clone());
     layers::apply(api, &state)
 }
+
+/// Answers CORS preflights and adds CORS headers for `origins` (`*`: any origin), so
+/// browsers can call restash directly (with a read-only token); no origins, no CORS.
+/// `upstash-sync-token` and the cache headers are exposed to scripts.
+pub fn with_cors(router: Router, origins: &[String]) -> Router {
+    use axum::http::{header, HeaderName, HeaderValue, Method};
+    use tower_http::cors::{AllowOrigin, CorsLayer};
+    if origins.is_empty() {
+        return router;
+    }
+    let allow_origin = if origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()))
+    };
+    let names = |list: &[&'static str]| -> Vec<HeaderName> {
+        list.iter().map(|n| HeaderName::from_static(n)).collect()
+    };
+    let cors = CorsLayer::new()
+        .allow_origin(allow_origin)
+        .allow_methods([
+            Method::GET,
+            Method::HEAD,
+            Method::POST,
+            Method::PUT,
+            Method::DELETE,
+        ])
+        .allow_headers(
+            [
+                header::AUTHORIZATION,
+                header::CONTENT_TYPE,
+                header::IF_NONE_MATCH,
+            ]
+            .into_iter()
+            .chain(names(&[
+                "upstash-encoding",
+                "upstash-response-format",
+                "upstash-sync-token",
+                "x-cache-lease",
+            ]))
+            .collect::<Vec<_>>(),
+        )
+        .expose_headers(
+            [
+                header::ETAG,
+                header::AGE,
+                header::CACHE_CONTROL,
+                header::RETRY_AFTER,
+            ]
+            .into_iter()
+            .chain(names(&[
+                "upstash-sync-token",
+                "x-request-id",
+                "x-cache",
+                "x-cache-lease",
+            ]))
+            .collect::<Vec<_>>(),
+        )
+        .max_age(std::time::Duration::from_secs(600));
+    router.layer(cors)
+}

@@ -6,19 +6,24 @@ use std::time::Duration;
 use arc_swap::ArcSwapOption;
 use axum::http::HeaderValue;
 
-use crate::auth::Tokens;
+use crate::auth::backends::NamedBackend;
+use crate::auth::{Authenticator, Principal, Tokens};
 use crate::backend::Backend;
+use crate::error::ApiError;
 use crate::policy::{CommandTable, ScriptRegistry};
 
 /// Cheap to clone: everything lives behind one `Arc`.
 #[derive(Clone)]
 pub struct AppState {
     inner: Arc<Shared>,
+    /// The caller's named backend (token file `backend`), when not the default.
+    route: Option<Arc<NamedBackend>>,
 }
 
 struct Shared {
     backend: Backend,
     tokens: Tokens,
+    auth: OnceLock<Arc<Authenticator>>,
     commands: ArcSwapOption<CommandTable>,
     scripts: ScriptRegistry,
     max_body_bytes: usize,
@@ -60,6 +65,7 @@ impl AppState {
             inner: Arc::new(Shared {
                 backend,
                 tokens,
+                auth: OnceLock::new(),
                 commands: ArcSwapOption::empty(),
                 scripts: ScriptRegistry::default(),
                 max_body_bytes,
@@ -69,12 +75,47 @@ impl AppState {
                 pubsub: OnceLock::new(),
                 blocking: OnceLock::new(),
             }),
+            route: None,
         }
     }
 
-    /// The Redis backend.
+    /// The Redis backend (the caller's named backend once [`AppState::for_caller`] chose it).
     pub fn backend(&self) -> &Backend {
+        match &self.route {
+            Some(named) => &named.backend,
+            None => &self.inner.backend,
+        }
+    }
+
+    /// The `REDIS_URL` backend, whoever the caller is (shared rate limits live there).
+    pub fn default_backend(&self) -> &Backend {
         &self.inner.backend
+    }
+
+    /// The state as `caller` sees it: its named backend and that backend's command table.
+    pub fn for_caller(&self, caller: &Principal) -> Result<AppState, ApiError> {
+        let Some(name) = caller.scope().backend.as_deref() else {
+            return Ok(self.clone());
+        };
+        let named = self.auth().backend(name).ok_or_else(|| {
+            ApiError::Unavailable(format!("ERR backend '{name}' is not configured"))
+        })?;
+        Ok(AppState {
+            inner: self.inner.clone(),
+            route: Some(named),
+        })
+    }
+
+    /// Token checks: static tokens, the token file, JWTs, rate limits, named backends.
+    pub fn auth(&self) -> &Authenticator {
+        self.inner
+            .auth
+            .get_or_init(|| Arc::new(Authenticator::from_tokens(self.inner.tokens.clone())))
+    }
+
+    /// Installs the token checks, once, before serving (later calls are ignored).
+    pub fn set_auth(&self, auth: Arc<Authenticator>) {
+        let _ = self.inner.auth.set(auth);
     }
 
     /// The configured tokens.
@@ -84,6 +125,14 @@ impl AppState {
 
     /// The server's command table, once loaded.
     pub fn command_table(&self) -> Option<Arc<CommandTable>> {
+        match &self.route {
+            Some(named) => named.command_table(),
+            None => self.inner.commands.load_full(),
+        }
+    }
+
+    /// The `REDIS_URL` server's command table, whoever the caller is.
+    pub fn default_command_table(&self) -> Option<Arc<CommandTable>> {
         self.inner.commands.load_full()
     }
 
@@ -139,6 +188,10 @@ impl AppState {
 
     /// The blocking-command pool, when blocking commands really block.
     pub fn blocking(&self) -> Option<&crate::backend::blocking::BlockingPool> {
+        // The pool connects to REDIS_URL: callers of named backends do not block.
+        if self.route.is_some() {
+            return None;
+        }
         self.inner.blocking.get()
     }
 

@@ -11,4 +11,5 @@ mod process;
 mod protocol;
 mod pubsub;
 mod sdk;
+mod tenancy;
 mod transports;

@@ -50,7 +50,8 @@ impl Tokens {
     }
 }
 
-fn digest(token: &str) -> [u8; 32] {
+/// SHA-256 of a token.
+pub(crate) fn digest(token: &str) -> [u8; 32] {
     Sha256::digest(token.as_bytes()).into()
 }
 

@@ -1,0 +1,465 @@
+//! JWT bearer tokens: HS256 with `RESTASH_JWT_SECRET`; RS256, ES256 and EdDSA with the
+//! public keys of `RESTASH_JWT_KEYS` (a PEM file of one or more public keys, or a JWKS
+//! file). `exp` is required, `exp` and `nbf` are enforced (5 s of leeway), `iss` and
+//! `aud` are required and checked when `RESTASH_JWT_ISSUER` / `RESTASH_JWT_AUDIENCE` are set.
+//!
+//! Claims carry what a token-file entry carries:
+//!
+//! ```json
+//! {"sub": "shop", "jti": "…", "exp": 1767225600,
+//!  "mode": "standard", "prefixes": ["shop:"], "backend": "analytics",
+//!  "commands": {"allow": ["@read"], "deny": ["keys"]}, "rate": {"per_second": 10, "burst": 20}}
+//! ```
+//!
+//! The header's algorithm must be one a configured key is for: HS256 only with the
+//! secret, the others only with a public key of their own family (no `none`, no
+//! HS/RS confusion); keys embedded in the header (`jwk`, `jku`, `x5c`) are ignored.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, JwkSet};
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde::{Deserialize, Serialize};
+
+use super::file::{RateDoc, RulesDoc, ScopeDoc};
+use crate::policy::scope::Scope;
+
+/// Clock skew tolerated on `exp` and `nbf`, in seconds.
+pub const LEEWAY_SECONDS: u64 = 5;
+
+/// Where JWT verification gets its keys and expectations.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JwtSettings {
+    /// `RESTASH_JWT_SECRET`: the HS256 secret.
+    pub secret: Option<String>,
+    /// `RESTASH_JWT_KEYS`: a PEM or JWKS file of public keys.
+    pub keys_file: Option<PathBuf>,
+    /// `RESTASH_JWT_ISSUER`: the required `iss`.
+    pub issuer: Option<String>,
+    /// `RESTASH_JWT_AUDIENCE`: the required `aud`.
+    pub audience: Option<String>,
+}
+
+impl JwtSettings {
+    /// Whether JWTs are accepted at all.
+    pub fn enabled(&self) -> bool {
+        self.secret.is_some() || self.keys_file.is_some()
+    }
+}
+
+/// Why keys could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    /// The file cannot be read.
+    #[error("cannot read RESTASH_JWT_KEYS {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file holds no usable key.
+    #[error("RESTASH_JWT_KEYS {path}: {reason}")]
+    Invalid {
+        /// The file.
+        path: String,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// Why a JWT was refused (each becomes a 401).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JwtRefusal {
+    /// Malformed, badly signed, wrong algorithm, issuer or audience, or bad claims.
+    Invalid,
+    /// Past `exp`.
+    Expired,
+    /// Before `nbf`.
+    NotYetValid,
+    /// Its `jti` is on the revocation list.
+    Revoked,
+}
+
+struct PublicKey {
+    kid: Option<String>,
+    algorithm: Algorithm,
+    key: DecodingKey,
+}
+
+/// Verifies JWTs with the configured keys.
+pub struct JwtVerifier {
+    secret: Option<DecodingKey>,
+    keys: Vec<PublicKey>,
+    issuer: Option<String>,
+    audience: Option<String>,
+}
+
+impl std::fmt::Debug for JwtVerifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JwtVerifier")
+            .field("hs256", &self.secret.is_some())
+            .field("public_keys", &self.keys.len())
+            .finish()
+    }
+}
+
+/// The claims restash reads.
+#[derive(Debug, Default, Deserialize, Serialize)]
+pub struct Claims {
+    /// Subject: the token's name in logs, metrics and rate limits (`jwt:<sub>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sub: Option<String>,
+    /// Token id, for revocation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jti: Option<String>,
+    /// `standard`, `read-only` or `admin`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<String>,
+    /// Key prefixes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub prefixes: Vec<String>,
+    /// Backend name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend: Option<String>,
+    /// Command rules.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commands: Option<RulesClaim>,
+    /// Rate limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate: Option<RateClaim>,
+}
+
+/// `commands` claim.
+#[derive(Debug, Default, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RulesClaim {
+    /// Only these, when not empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow: Vec<String>,
+    /// Never these.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deny: Vec<String>,
+}
+
+/// `rate` claim.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateClaim {
+    /// Requests per second.
+    pub per_second: f64,
+    /// Burst.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub burst: Option<u32>,
+}
+
+impl Claims {
+    /// The scope these claims grant.
+    pub fn to_scope(&self) -> Result<Scope, String> {
+        let commands = self.commands.clone().unwrap_or_default();
+        let doc = ScopeDoc {
+            mode: self.mode.clone(),
+            prefixes: self.prefixes.clone(),
+            backend: self.backend.clone(),
+            commands: RulesDoc {
+                allow: commands.allow,
+                deny: commands.deny,
+            },
+            rate: self.rate.map(|r| RateDoc {
+                per_second: r.per_second,
+                burst: r.burst,
+            }),
+        };
+        let name = format!("jwt:{}", self.sub.as_deref().unwrap_or("-"));
+        doc.to_scope(&name)
+    }
+}
+
+impl JwtVerifier {
+    /// Loads the keys; `None` when JWTs are not configured.
+    pub fn load(settings: &JwtSettings) -> Result<Option<JwtVerifier>, KeyError> {
+        if !settings.enabled() {
+            return Ok(None);
+        }
+        let keys = match &settings.keys_file {
+            Some(path) => load_keys(path)?,
+            None => Vec::new(),
+        };
+        Ok(Some(JwtVerifier {
+            secret: settings
+                .secret
+                .as_ref()
+                .map(|s| DecodingKey::from_secret(s.as_bytes())),
+            keys,
+            issuer: settings.issuer.clone(),
+            audience: settings.audience.clone(),
+        }))
+    }
+
+    /// Verifies `token` and returns its scope.
+    pub fn verify(&self, token: &str, revoked: &HashSet<String>) -> Result<Scope, JwtRefusal> {
+        let header = jsonwebtoken::decode_header(token).map_err(|_| JwtRefusal::Invalid)?;
+        let candidates: Vec<&DecodingKey> = match header.alg {
+            Algorithm::HS256 => self.secret.iter().collect(),
+            Algorithm::RS256 | Algorithm::ES256 | Algorithm::EdDSA => self
+                .keys
+                .iter()
+                .filter(|k| k.algorithm == header.alg)
+                .filter(|k| match (&header.kid, &k.kid) {
+                    (Some(wanted), Some(kid)) => wanted == kid,
+                    _ => true,
+                })
+                .map(|k| &k.key)
+                .collect(),
+            _ => Vec::new(),
+        };
+        let validation = self.validation(header.alg);
+        let mut outcome = Err(JwtRefusal::Invalid);
+        for key in candidates {
+            match jsonwebtoken::decode::<Claims>(token, key, &validation) {
+                Ok(data) => {
+                    outcome = Ok(data.claims);
+                    break;
+                }
+                Err(error) => match error.kind() {
+                    ErrorKind::ExpiredSignature => return Err(JwtRefusal::Expired),
+                    ErrorKind::ImmatureSignature => return Err(JwtRefusal::NotYetValid),
+                    // Try the next key of the same algorithm.
+                    _ => continue,
+                },
+            }
+        }
+        let claims = outcome?;
+        if claims.jti.as_ref().is_some_and(|jti| revoked.contains(jti)) {
+            return Err(JwtRefusal::Revoked);
+        }
+        claims.to_scope().map_err(|_| JwtRefusal::Invalid)
+    }
+
+    fn validation(&self, algorithm: Algorithm) -> Validation {
+        let mut validation = Validation::new(algorithm);
+        validation.leeway = LEEWAY_SECONDS;
+        validation.validate_exp = true;
+        validation.validate_nbf = true;
+        let mut required = vec!["exp"];
+        match &self.issuer {
+            Some(issuer) => {
+                validation.set_issuer(&[issuer]);
+                required.push("iss");
+            }
+            None => validation.iss = None,
+        }
+        match &self.audience {
+            Some(audience) => {
+                validation.set_audience(&[audience]);
+                required.push("aud");
+            }
+            // Without a configured audience, `aud` is not checked (the crate would
+            // otherwise refuse every token that carries one).
+            None => validation.validate_aud = false,
+        }
+        validation.set_required_spec_claims(&required);
+        validation
+    }
+}
+
+/// Reads public keys from a JWKS file (JSON) or a PEM file of one or more keys.
+fn load_keys(path: &Path) -> Result<Vec<PublicKey>, KeyError> {
+    let shown = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|source| KeyError::Read {
+        path: shown.clone(),
+        source,
+    })?;
+    let invalid = |reason: String| KeyError::Invalid {
+        path: shown.clone(),
+        reason,
+    };
+    let keys = if text.trim_start().starts_with('{') {
+        let set: JwkSet =
+            serde_json::from_str(&text).map_err(|e| invalid(format!("not a JWKS: {e}")))?;
+        let mut keys = Vec::new();
+        for jwk in &set.keys {
+            let algorithm = match &jwk.algorithm {
+                AlgorithmParameters::RSA(_) => Algorithm::RS256,
+                AlgorithmParameters::EllipticCurve(p) if p.curve == EllipticCurve::P256 => {
+                    Algorithm::ES256
+                }
+                AlgorithmParameters::OctetKeyPair(p) if p.curve == EllipticCurve::Ed25519 => {
+                    Algorithm::EdDSA
+                }
+                // Symmetric or unsupported keys: HS256 uses RESTASH_JWT_SECRET only.
+                _ => continue,
+            };
+            if let Some(declared) = jwk.common.key_algorithm {
+                if Algorithm::try_from(declared).ok() != Some(algorithm) {
+                    continue;
+                }
+            }
+            let key = DecodingKey::from_jwk(jwk).map_err(|e| invalid(e.to_string()))?;
+            keys.push(PublicKey {
+                kid: jwk.common.key_id.clone(),
+                algorithm,
+                key,
+            });
+        }
+        keys
+    } else {
+        let mut keys = Vec::new();
+        for block in pem_blocks(&text) {
+            let parsed = DecodingKey::from_rsa_pem(block.as_bytes())
+                .map(|k| (Algorithm::RS256, k))
+                .or_else(|_| {
+                    DecodingKey::from_ec_pem(block.as_bytes()).map(|k| (Algorithm::ES256, k))
+                })
+                .or_else(|_| {
+                    DecodingKey::from_ed_pem(block.as_bytes()).map(|k| (Algorithm::EdDSA, k))
+                })
+                .map_err(|_| {
+                    invalid("a PEM block is not an RSA, P-256 or Ed25519 public key".into())
+                })?;
+            keys.push(PublicKey {
+                kid: None,
+                algorithm: parsed.0,
+                key: parsed.1,
+            });
+        }
+        keys
+    };
+    if keys.is_empty() {
+        return Err(invalid("no RSA, P-256 or Ed25519 public key found".into()));
+    }
+    Ok(keys)
+}
+
+/// Each `-----BEGIN …-----` … `-----END …-----` block of a PEM file.
+fn pem_blocks(text: &str) -> Vec<String> {
+    let mut blocks = Vec::new();
+    let mut current: Option<String> = None;
+    for line in text.lines() {
+        let line = line.trim();
+        if line.starts_with("-----BEGIN ") {
+            current = Some(format!("{line}\n"));
+        } else if let Some(block) = current.as_mut() {
+            block.push_str(line);
+            block.push('\n');
+            if line.starts_with("-----END ") {
+                blocks.extend(current.take());
+            }
+        }
+    }
+    blocks
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use jsonwebtoken::{encode, EncodingKey, Header};
+
+    fn now() -> u64 {
+        jsonwebtoken::get_current_timestamp()
+    }
+
+    fn hs(claims: &serde_json::Value, secret: &str) -> String {
+        encode(
+            &Header::new(Algorithm::HS256),
+            claims,
+            &EncodingKey::from_secret(secret.as_bytes()),
+        )
+        .unwrap()
+    }
+
+    fn verifier(issuer: Option<&str>, audience: Option<&str>) -> JwtVerifier {
+        JwtVerifier::load(&JwtSettings {
+            secret: Some("s3cret".into()),
+            keys_file: None,
+            issuer: issuer.map(String::from),
+            audience: audience.map(String::from),
+        })
+        .unwrap()
+        .unwrap()
+    }
+
+    #[test]
+    fn hs256_claims_become_a_scope() {
+        let v = verifier(None, None);
+        let token = hs(
+            &serde_json::json!({"sub": "shop", "exp": now() + 60, "mode": "read-only",
+                "prefixes": ["shop:"], "commands": {"deny": ["KEYS"]}, "rate": {"per_second": 5},
+                "aud": "anything"}),
+            "s3cret",
+        );
+        let scope = v.verify(&token, &HashSet::new()).unwrap();
+        assert_eq!(scope.name, "jwt:shop");
+        assert_eq!(scope.mode, crate::policy::scope::Mode::ReadOnly);
+        assert_eq!(scope.commands.deny, vec!["keys".to_string()]);
+        assert_eq!(scope.rate.unwrap().burst, 5);
+    }
+
+    #[test]
+    fn refusals() {
+        let v = verifier(Some("iss-a"), Some("aud-a"));
+        let good = serde_json::json!({"sub": "x", "exp": now() + 60, "iss": "iss-a", "aud": "aud-a", "jti": "j1"});
+        assert!(v.verify(&hs(&good, "s3cret"), &HashSet::new()).is_ok());
+        let revoked: HashSet<String> = ["j1".to_string()].into();
+        assert_eq!(
+            v.verify(&hs(&good, "s3cret"), &revoked),
+            Err(JwtRefusal::Revoked)
+        );
+        assert_eq!(
+            v.verify(&hs(&good, "other"), &HashSet::new()),
+            Err(JwtRefusal::Invalid)
+        );
+        let mut expired = good.clone();
+        expired["exp"] = (now() - 60).into();
+        assert_eq!(
+            v.verify(&hs(&expired, "s3cret"), &HashSet::new()),
+            Err(JwtRefusal::Expired)
+        );
+        let mut early = good.clone();
+        early["nbf"] = (now() + 60).into();
+        assert_eq!(
+            v.verify(&hs(&early, "s3cret"), &HashSet::new()),
+            Err(JwtRefusal::NotYetValid)
+        );
+        for (claim, value) in [("iss", "iss-b"), ("aud", "aud-b")] {
+            let mut wrong = good.clone();
+            wrong[claim] = value.into();
+            assert_eq!(
+                v.verify(&hs(&wrong, "s3cret"), &HashSet::new()),
+                Err(JwtRefusal::Invalid)
+            );
+            let mut missing = good.clone();
+            missing.as_object_mut().unwrap().remove(claim);
+            assert_eq!(
+                v.verify(&hs(&missing, "s3cret"), &HashSet::new()),
+                Err(JwtRefusal::Invalid)
+            );
+        }
+        let mut no_exp = good.clone();
+        no_exp.as_object_mut().unwrap().remove("exp");
+        assert_eq!(
+            v.verify(&hs(&no_exp, "s3cret"), &HashSet::new()),
+            Err(JwtRefusal::Invalid)
+        );
+        let mut bad_mode = good.clone();
+        bad_mode["mode"] = "root".into();
+        assert_eq!(
+            v.verify(&hs(&bad_mode, "s3cret"), &HashSet::new()),
+            Err(JwtRefusal::Invalid)
+        );
+        assert_eq!(
+            v.verify("not.a.jwt", &HashSet::new()),
+            Err(JwtRefusal::Invalid)
+        );
+    }
+
+    #[test]
+    fn pem_blocks_split() {
+        let text = "junk\n-----BEGIN PUBLIC KEY-----\nAAA\n-----END PUBLIC KEY-----\n-----BEGIN PUBLIC KEY-----\nBBB\n-----END PUBLIC KEY-----\n";
+        let blocks = pem_blocks(text);
+        assert_eq!(blocks.len(), 2);
+        assert!(blocks[1].contains("BBB"));
+    }
+}
