@@ -13,7 +13,7 @@ use crate::backend::TransactionOutcome;
 use crate::dispatch::Dispatch;
 use crate::error::ApiError;
 use crate::policy::prepare::{prepare_with, BlockingMode};
-use crate::policy::{prepare, Prepared, ReplyFix};
+use crate::policy::{prepare, CommandTable, Prepared, ReplyFix};
 use crate::protocol::reply::{self, Frame};
 use crate::protocol::request::{parse_command_json, parse_path_command, parse_pipeline_json};
 use crate::protocol::Command;
@@ -116,10 +116,66 @@ fn with_sync_token(
     response
 }
 
-/// One pipeline item: sent to Redis with its reply fix, or answered by restash.
+/// One item of a pipeline or transaction: sent to Redis with its reply fix, or
+/// answered by restash itself.
 enum Slot {
     Sent(ReplyFix),
     Answered(Frame),
+}
+
+/// The items of a pipeline or transaction, and the commands to send for them.
+struct Batch {
+    slots: Vec<Slot>,
+    to_send: Vec<Vec<Bytes>>,
+}
+
+impl Batch {
+    /// Authorizes and prepares every command. A refusal becomes that item's error,
+    /// or, when `all_or_nothing` (transactions), the answer to the whole request.
+    fn prepare(
+        commands: Vec<Command>,
+        caller: &Principal,
+        state: &AppState,
+        table: Option<&CommandTable>,
+        all_or_nothing: bool,
+    ) -> Result<Batch, ApiError> {
+        let mut batch = Batch {
+            slots: Vec::with_capacity(commands.len()),
+            to_send: Vec::with_capacity(commands.len()),
+        };
+        for command in commands {
+            let prepared = caller
+                .authorize(command, table)
+                .and_then(|command| prepare(command, caller.access(), table, state.scripts()));
+            match prepared {
+                Ok(Prepared {
+                    answer: Some(answer),
+                    ..
+                }) => batch.slots.push(Slot::Answered(answer)),
+                Ok(prepared) => {
+                    batch.to_send.push(prepared.args);
+                    batch.slots.push(Slot::Sent(prepared.fix));
+                }
+                Err(refusal) if all_or_nothing => return Err(refusal.into()),
+                Err(refusal) => batch
+                    .slots
+                    .push(Slot::Answered(reply::error(refusal.to_string()))),
+            }
+        }
+        Ok(batch)
+    }
+
+    /// Every item's answer, in order, from Redis' `replies` to the sent commands.
+    fn answers(self, replies: Vec<Frame>) -> Vec<Frame> {
+        let mut replies = replies.into_iter();
+        self.slots
+            .into_iter()
+            .map(|slot| match slot {
+                Slot::Sent(fix) => fix.apply(replies.next().unwrap_or(Frame::Null)),
+                Slot::Answered(frame) => frame,
+            })
+            .collect()
+    }
 }
 
 /// `POST /pipeline`: in order, not atomic, one result per command.
@@ -134,36 +190,11 @@ pub async fn pipeline(
     drop(body);
     let state = state.for_caller(&caller)?;
     let table = state.command_table();
-    let mut slots = Vec::with_capacity(commands.len());
-    let mut to_send = Vec::with_capacity(commands.len());
-    for command in commands {
-        let prepared = caller
-            .authorize(command, table.as_deref())
-            .and_then(|command| {
-                prepare(command, caller.access(), table.as_deref(), state.scripts())
-            });
-        match prepared {
-            Ok(Prepared {
-                answer: Some(answer),
-                ..
-            }) => slots.push(Slot::Answered(answer)),
-            Ok(prepared) => {
-                to_send.push(prepared.args);
-                slots.push(Slot::Sent(prepared.fix));
-            }
-            Err(refusal) => slots.push(Slot::Answered(reply::error(refusal.to_string()))),
-        }
-    }
+    let mut batch = Batch::prepare(commands, &caller, &state, table.as_deref(), false)?;
     let dispatch =
         Dispatch::new(state.backend(), table.as_deref()).with_sync_token(sync.as_deref());
-    let mut replies = dispatch.many(to_send).await?.into_iter();
-    let frames: Vec<Frame> = slots
-        .into_iter()
-        .map(|slot| match slot {
-            Slot::Sent(fix) => fix.apply(replies.next().unwrap_or(Frame::Null)),
-            Slot::Answered(frame) => frame,
-        })
-        .collect();
+    let replies = dispatch.many(std::mem::take(&mut batch.to_send)).await?;
+    let frames = batch.answers(replies);
     Ok(with_sync_token(
         encode_list(&frames, format),
         &state,
@@ -189,47 +220,23 @@ pub async fn multi_exec(
     drop(body);
     let state = state.for_caller(&caller)?;
     let table = state.command_table();
-    let mut slots = Vec::with_capacity(commands.len());
-    let mut to_send = Vec::with_capacity(commands.len());
-    for command in commands {
-        // A transaction is all or nothing: one refused command refuses it whole.
-        let command = caller.authorize(command, table.as_deref())?;
-        let prepared = prepare(command, caller.access(), table.as_deref(), state.scripts())?;
-        match prepared.answer {
-            Some(answer) => slots.push(Slot::Answered(answer)),
-            None => {
-                to_send.push(prepared.args);
-                slots.push(Slot::Sent(prepared.fix));
-            }
-        }
-    }
-    if to_send.is_empty() {
-        let frames = slots.into_iter().map(|slot| match slot {
-            Slot::Answered(frame) => frame,
-            Slot::Sent(_) => Frame::Null,
-        });
-        return Ok(encode_list(&frames.collect::<Vec<_>>(), format));
+    let mut batch = Batch::prepare(commands, &caller, &state, table.as_deref(), true)?;
+    if batch.to_send.is_empty() {
+        return Ok(encode_list(&batch.answers(Vec::new()), format));
     }
     let dispatch =
         Dispatch::new(state.backend(), table.as_deref()).with_sync_token(sync.as_deref());
-    match dispatch.transaction(to_send).await? {
+    match dispatch
+        .transaction(std::mem::take(&mut batch.to_send))
+        .await?
+    {
         TransactionOutcome::Discarded(text) => Err(ApiError::Redis(text)),
-        TransactionOutcome::Executed(frames) => {
-            let mut replies = frames.into_iter();
-            let frames: Vec<Frame> = slots
-                .into_iter()
-                .map(|slot| match slot {
-                    Slot::Sent(fix) => fix.apply(replies.next().unwrap_or(Frame::Null)),
-                    Slot::Answered(frame) => frame,
-                })
-                .collect();
-            Ok(with_sync_token(
-                encode_list(&frames, format),
-                &state,
-                &dispatch,
-                sync,
-            ))
-        }
+        TransactionOutcome::Executed(replies) => Ok(with_sync_token(
+            encode_list(&batch.answers(replies), format),
+            &state,
+            &dispatch,
+            sync,
+        )),
     }
 }
 
