@@ -14,10 +14,10 @@ use bytes::Bytes;
 use fred::clients::{ExclusivePool, Pool};
 use fred::error::{Error as FredError, ErrorKind};
 use fred::interfaces::{ClientLike, ClusterInterface};
-use fred::types::config::ReplicaConfig;
 use fred::types::config::{
     Config as FredConfig, ConnectionConfig, Options, PerformanceConfig, ReconnectPolicy, Server,
 };
+use fred::types::config::{ReplicaConfig, UnresponsiveConfig};
 use fred::types::{Builder, ClusterHash, CustomCommand, Value};
 
 use crate::protocol::reply::{self, Frame};
@@ -140,6 +140,12 @@ impl Backend {
                 internal_command_timeout: settings.command_timeout,
                 max_command_attempts: 1,
                 max_command_buffer_len: settings.command_buffer,
+                // A connection whose replies stop (a reply fred cannot decode, a
+                // half-open socket) is closed and reopened instead of hanging.
+                unresponsive: UnresponsiveConfig {
+                    max_timeout: Some(settings.command_timeout * 2),
+                    interval: Duration::from_millis(250),
+                },
                 replica: ReplicaConfig {
                     lazy_connections: true,
                     primary_fallback: true,

@@ -224,6 +224,11 @@ pub fn prepare_with(
             )));
         }
     }
+    if let Some(text) = table.and_then(|t| non_utf8_error_echo(&name, &command, info, t)) {
+        // Redis would echo these bytes in an error reply, which must be UTF-8 on the
+        // wire to clients like fred: answer Redis' own text here instead.
+        return Ok(Prepared::answer(reply::error(text)));
+    }
     let blocking = info.is_some_and(|i| i.has_flag("blocking"));
     let mut args = command.args;
     if let BlockingMode::Block { max } = blocking_mode {
@@ -371,6 +376,78 @@ fn display_name(name: &str, command: &Command) -> String {
         ("client", Some(sub)) => format!("client|{sub}"),
         _ => name.to_string(),
     }
+}
+
+/// The error Redis would answer for a command whose error text would echo bytes
+/// that are not valid UTF-8, or `None` when the command is safe to send.
+///
+/// Redis echoes the arguments of unknown commands and subcommands, cut at 128
+/// bytes (possibly inside a multi-byte character), and fred cannot decode an
+/// error reply that is not UTF-8: it would wedge a shared connection. So those
+/// errors are answered here, cut at a character boundary; pure ASCII still goes
+/// to Redis for its verbatim text. Scripts must be UTF-8 (Lua errors quote them).
+fn non_utf8_error_echo(
+    name: &str,
+    command: &Command,
+    info: Option<&super::table::CommandInfo>,
+    table: &CommandTable,
+) -> Option<String> {
+    let lossy = |a: &Bytes| String::from_utf8_lossy(a).replace(['\r', '\n'], " ");
+    match info {
+        None if table.has_command(name) => {
+            let sub = command.args.get(1)?;
+            (!sub.is_ascii()).then(|| {
+                format!(
+                    "ERR unknown subcommand '{}'. Try {} HELP.",
+                    truncate(&lossy(sub), 128),
+                    name.to_ascii_uppercase()
+                )
+            })
+        }
+        None => {
+            if command.args.iter().all(|a| a.is_ascii()) {
+                return None;
+            }
+            // Redis 7: "unknown command '%.128s', with args beginning with: " and then
+            // "'%.*s' " per argument while the list is shorter than 128 bytes.
+            let mut listed = String::new();
+            for arg in command.args.iter().skip(1) {
+                if listed.len() >= 128 {
+                    break;
+                }
+                let room = 128 - listed.len();
+                listed.push_str(&format!("'{}' ", truncate(&lossy(arg), room)));
+            }
+            Some(format!(
+                "ERR unknown command '{}', with args beginning with: {listed}",
+                truncate(&lossy(&command.args[0]), 128)
+            ))
+        }
+        Some(_) => match name {
+            "eval" | "eval_ro" | "function" | "script"
+                if !command
+                    .args
+                    .get(1..3)
+                    .unwrap_or_default()
+                    .iter()
+                    .all(|a| std::str::from_utf8(a).is_ok()) =>
+            {
+                Some("ERR scripts and function libraries must be valid UTF-8".to_string())
+            }
+            _ => None,
+        },
+    }
+}
+
+fn truncate(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
 }
 
 fn has_word(args: &[Bytes], word: &[u8]) -> bool {
@@ -580,6 +657,59 @@ mod tests {
         assert_eq!(run(&["GET", "k"]).1, None);
         // The default mode still rewrites.
         assert_eq!(sent(&["BLPOP", "a", "0"])[0], "LMPOP");
+    }
+
+    #[test]
+    fn unknown_commands_with_binary_arguments_are_answered_here() {
+        let table = CommandTable::default();
+        let command = Command {
+            args: vec![
+                Bytes::from_static(b"nosuch"),
+                Bytes::from_static(b"a\xffb\r\n"),
+            ],
+        };
+        let p = prepare(
+            command,
+            Access::Standard,
+            Some(&table),
+            &ScriptRegistry::default(),
+        )
+        .unwrap();
+        assert_eq!(
+            p.answer,
+            Some(reply::error(
+                "ERR unknown command 'nosuch', with args beginning with: 'a\u{fffd}b  ' "
+            ))
+        );
+        // Plain UTF-8 goes to Redis for its verbatim answer.
+        let p = prepare(
+            cmd(&["nosuch", "x"]),
+            Access::Standard,
+            Some(&table),
+            &ScriptRegistry::default(),
+        )
+        .unwrap();
+        assert_eq!(p.answer, None);
+    }
+
+    #[test]
+    fn multi_byte_text_is_cut_at_a_character_boundary() {
+        // "ab" then 4-byte characters: Redis would cut at byte 128, inside a character.
+        let long = format!("ab{}", "\u{1d47b}".repeat(40));
+        let table = CommandTable::default();
+        let scripts = ScriptRegistry::default();
+        let p = prepare(
+            cmd(&["nosuch", &long]),
+            Access::Standard,
+            Some(&table),
+            &scripts,
+        )
+        .unwrap();
+        let expected = format!(
+            "ERR unknown command 'nosuch', with args beginning with: 'ab{}' ",
+            "\u{1d47b}".repeat(31)
+        );
+        assert_eq!(p.answer, Some(reply::error(expected)));
     }
 
     #[test]

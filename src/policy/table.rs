@@ -88,6 +88,11 @@ impl CommandTable {
         top.subcommands.get(&format!("{}|{}", top.name, sub))
     }
 
+    /// Whether the server has a top-level command named `name` (lower case).
+    pub fn has_command(&self, name: &str) -> bool {
+        self.commands.contains_key(name)
+    }
+
     /// The entry for a command given as raw arguments (name first).
     pub fn lookup_args(&self, args: &[bytes::Bytes]) -> Option<&CommandInfo> {
         let name = std::str::from_utf8(args.first()?)

@@ -435,3 +435,52 @@ async fn ten_thousand_command_pipeline() {
         assert_eq!(item, &expected, "item {i}");
     }
 }
+
+/// Redis echoes the arguments of unknown commands in its error text; bytes that are
+/// not UTF-8 there used to wedge the shared connection (found by schemathesis).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binary_arguments_in_error_texts_do_not_wedge_the_connection() {
+    let redis = RedisServer::start();
+    let mut config = crate::harness::test_config(&redis.url());
+    config.redis_connections = 1;
+    let gateway = Gateway::start_with(config).await;
+    let get = |path: &str| gateway.send(gateway.http.get(gateway.at(path)).bearer_auth(TOKEN));
+    assert_eq!(
+        get("/nosuchcmd/a%FFb").await,
+        (
+            400,
+            json!({"error": "ERR unknown command 'nosuchcmd', with args beginning with: 'a\u{fffd}b' "})
+        )
+    );
+    assert_eq!(
+        get("/object/%FF/k").await,
+        (
+            400,
+            json!({"error": "ERR unknown subcommand '\u{fffd}'. Try OBJECT HELP."})
+        )
+    );
+    let (status, body) = gateway
+        .send(
+            gateway
+                .http
+                .post(gateway.at("/eval/0"))
+                .bearer_auth(TOKEN)
+                .body(vec![0xffu8, b'x']),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    // Plain UTF-8 still gets Redis' verbatim text, and the connection still answers.
+    assert_eq!(
+        get("/nosuchcmd/ok").await,
+        (
+            400,
+            json!({"error": "ERR unknown command 'nosuchcmd', with args beginning with: 'ok' "})
+        )
+    );
+    for _ in 0..3 {
+        assert_eq!(
+            gateway.command(json!(["PING"])).await,
+            (200, json!({"result": "PONG"}))
+        );
+    }
+}

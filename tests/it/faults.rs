@@ -174,7 +174,8 @@ async fn redis_killed_and_restarted_under_load() {
 
     // Requests sent while the client is still noticing the crash (its first
     // reconnection attempt) wait for the command timeout and get 504; none waits longer.
-    let noticing = killed + Duration::from_millis(250);
+    // (About 80 ms on an idle machine; 1 s leaves room for a loaded one.)
+    let noticing = killed + Duration::from_millis(1000);
     let slowest = outcomes
         .iter()
         .map(|o| o.finished - o.started)
@@ -195,7 +196,7 @@ async fn redis_killed_and_restarted_under_load() {
         .filter(|o| o.started > noticing && o.finished < back)
         .collect();
     assert!(
-        gap.len() > 50,
+        gap.len() > 40,
         "too few requests during the gap: {}",
         gap.len()
     );
@@ -231,7 +232,7 @@ async fn redis_killed_and_restarted_under_load() {
     let first_success = first_ok.finished.saturating_duration_since(back);
     let recovery = last_failure.saturating_duration_since(back);
     eprintln!(
-        "redis restart: {} requests in the first 250 ms answered 504 after {slowest:?}; \
+        "redis restart: {} requests right after the kill answered 504 after {slowest:?}; \
          {} requests during the rest of the 5 s gap answered 503, slowest {slowest_gap:?}; \
          after Redis answered PING again: first success after {first_success:?}, \
          last failure sent after {recovery:?}",

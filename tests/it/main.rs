@@ -3,6 +3,7 @@
 mod bad_input;
 mod cache;
 mod cluster;
+mod contract;
 mod deploy;
 mod failover;
 mod faults;
