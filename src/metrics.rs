@@ -13,6 +13,9 @@
 //! | `restash_redis_commands_total` | counter | `command` |
 //! | `restash_redis_errors_total` | counter | `kind` (`unavailable`, `timeout`) |
 //! | `restash_load_shed_total` | counter | |
+//! | `restash_redis_reconnects_total` | counter | `pool` (`shared`, `transactions`) |
+//! | `restash_redis_pool_connections` | gauge | `pool` |
+//! | `restash_redis_pool_in_use` | gauge | `pool` (`transactions`) |
 //! | `restash_build_info` | gauge | `version` |
 
 use std::sync::OnceLock;
@@ -36,6 +39,13 @@ pub const REDIS_COMMANDS_TOTAL: &str = "restash_redis_commands_total";
 pub const REDIS_ERRORS_TOTAL: &str = "restash_redis_errors_total";
 /// Requests refused because `RESTASH_MAX_CONCURRENCY` requests were in flight.
 pub const LOAD_SHED_TOTAL: &str = "restash_load_shed_total";
+
+/// Reconnections to Redis after a lost connection, by pool.
+pub const REDIS_RECONNECTS_TOTAL: &str = "restash_redis_reconnects_total";
+/// Connections each pool holds.
+pub const REDIS_POOL_CONNECTIONS: &str = "restash_redis_pool_connections";
+/// Dedicated connections lent out right now (transactions).
+pub const REDIS_POOL_IN_USE: &str = "restash_redis_pool_in_use";
 
 /// Histogram buckets for request latency, in seconds.
 const LATENCY_BUCKETS: &[f64] = &[
@@ -102,6 +112,15 @@ fn describe() {
         "requests failed because Redis was unreachable (unavailable, 503) or late (timeout, 504)"
     );
     metrics::describe_counter!(
+        REDIS_RECONNECTS_TOTAL,
+        "reconnections to Redis after a lost connection, by pool"
+    );
+    metrics::describe_gauge!(REDIS_POOL_CONNECTIONS, "connections each Redis pool holds");
+    metrics::describe_gauge!(
+        REDIS_POOL_IN_USE,
+        "dedicated Redis connections lent out right now (transactions)"
+    );
+    metrics::describe_counter!(
         LOAD_SHED_TOTAL,
         "requests refused with 503 because RESTASH_MAX_CONCURRENCY requests were in flight"
     );
@@ -130,6 +149,33 @@ pub fn record_redis_error(status: u16) {
         _ => return,
     };
     metrics::counter!(REDIS_ERRORS_TOTAL, "kind" => kind).increment(1);
+}
+
+/// Counts a reconnection of `pool` to Redis.
+pub fn record_redis_reconnect(pool: &'static str) {
+    metrics::counter!(REDIS_RECONNECTS_TOTAL, "pool" => pool).increment(1);
+}
+
+/// Sets how many connections `pool` holds.
+pub fn set_pool_size(pool: &'static str, size: usize) {
+    metrics::gauge!(REDIS_POOL_CONNECTIONS, "pool" => pool).set(size as f64);
+}
+
+/// Marks one dedicated connection of `pool` as lent out until the guard drops.
+pub struct PoolLease(&'static str);
+
+impl PoolLease {
+    /// +1 on the in-use gauge of `pool` now, -1 when dropped.
+    pub fn start(pool: &'static str) -> PoolLease {
+        metrics::gauge!(REDIS_POOL_IN_USE, "pool" => pool).increment(1.0);
+        PoolLease(pool)
+    }
+}
+
+impl Drop for PoolLease {
+    fn drop(&mut self) {
+        metrics::gauge!(REDIS_POOL_IN_USE, "pool" => self.0).decrement(1.0);
+    }
 }
 
 /// Counts a request refused by the concurrency limit.

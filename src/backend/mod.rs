@@ -13,7 +13,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use fred::clients::{ExclusivePool, Pool};
 use fred::error::{Error as FredError, ErrorKind};
-use fred::interfaces::{ClientLike, ClusterInterface};
+use fred::interfaces::{ClientLike, ClusterInterface, EventInterface};
 use fred::types::config::{
     Config as FredConfig, ConnectionConfig, Options, PerformanceConfig, ReconnectPolicy, Server,
 };
@@ -160,6 +160,14 @@ impl Backend {
         let transactions = builder
             .build_exclusive_pool(settings.transaction_connections.max(1))
             .map_err(|e| BackendError::Config(e.to_string()))?;
+        for client in shared.clients() {
+            client.on_reconnect(|_| async {
+                crate::metrics::record_redis_reconnect("shared");
+                Ok(())
+            });
+        }
+        crate::metrics::set_pool_size("shared", shared.size());
+        crate::metrics::set_pool_size("transactions", transactions.size());
         shared.connect_pool();
         transactions.connect_pool().await;
         Ok(Backend {
@@ -297,7 +305,9 @@ impl Backend {
         batch.extend(commands.into_iter().map(|c| self.to_custom(c, &target)));
         batch.push(self.to_custom(vec![Bytes::from_static(b"EXEC")], &target));
         let client = self.transactions.acquire().await;
+        let lease = crate::metrics::PoolLease::start("transactions");
         let results = send_in_order(&*client, batch).await;
+        drop(lease);
         drop(client);
         let mut frames = Vec::with_capacity(results.len());
         for result in results {

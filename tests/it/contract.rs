@@ -122,6 +122,7 @@ async fn metrics_report_routes_commands_and_failures_never_keys() {
         .0,
         200
     );
+    assert_eq!(gw.post("/multi-exec", r#"[["PING"]]"#).await.0, 200);
     let (status, _) = gw
         .send(
             gw.http
@@ -157,6 +158,13 @@ async fn metrics_report_routes_commands_and_failures_never_keys() {
     assert!(value(r#"restash_redis_commands_total{command="get"}"#) >= 2.0);
     assert!(value(r#"restash_redis_commands_total{command="other"}"#) >= 1.0);
     assert!(value(r#"restash_redis_errors_total{kind="unavailable"}"#) >= 1.0);
+    // Pools: sizes, and transactions' dedicated connections in use.
+    assert!(value(r#"restash_redis_pool_connections{pool="transactions"}"#) >= 1.0);
+    assert_eq!(
+        value(r#"restash_redis_pool_in_use{pool="transactions"}"#),
+        0.0
+    );
+    assert!(text.contains("restash_redis_pool_connections{pool=\"shared\"}"));
     assert!(value("restash_http_requests_in_flight") >= 1.0);
     assert!(
         value(r#"restash_http_request_duration_seconds_bucket{route="/",method="POST",le="+Inf"}"#)
