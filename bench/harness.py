@@ -150,9 +150,9 @@ def start_webdis(binary, cpu, workdir, redis_port, threads, connections):
     return Server("webdis", [binary, path], port, cpu, workdir)
 
 
-def start_restash(binary, cpu, workdir, redis_port, token, worker_threads):
+def start_restash(binary, cpu, workdir, redis_port, token, worker_threads, extra_env=None):
     """restash with `worker_threads` tokio workers (TOKIO_WORKER_THREADS, read by
-    `#[tokio::main]`) and its defaults otherwise."""
+    `#[tokio::main]`) and its defaults otherwise (`extra_env` overrides)."""
     port = free_port()
     env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
@@ -162,6 +162,7 @@ def start_restash(binary, cpu, workdir, redis_port, token, worker_threads):
         "RESTASH_TOKEN": token,
         "TOKIO_WORKER_THREADS": str(worker_threads),
     }
+    env.update(extra_env or {})
     server = Server("restash", [binary], port, cpu, workdir, env=env)
     # Ready means Redis answered (the command table is loaded at start-up).
     deadline = time.monotonic() + 30
