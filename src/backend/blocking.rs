@@ -18,9 +18,7 @@ use bytes::Bytes;
 use fred::clients::Client;
 use fred::error::{Error as FredError, ErrorKind};
 use fred::interfaces::ClientLike;
-use fred::types::config::{
-    Config as FredConfig, ConnectionConfig, Options, PerformanceConfig, ReconnectPolicy,
-};
+use fred::types::config::Options;
 use fred::types::{Builder, ClusterHash, CustomCommand, Value};
 use tokio::sync::{Mutex, OnceCell, OwnedMutexGuard, Semaphore};
 use tokio_util::sync::CancellationToken;
@@ -48,6 +46,8 @@ pub struct BlockingSettings {
     pub connect_timeout: Duration,
     /// Cap of the delay between reconnection attempts.
     pub reconnect_max_delay: Duration,
+    /// CA certificates to trust for `rediss://` (`RESTASH_REDIS_TLS_CA_FILE`).
+    pub tls_ca_file: Option<std::path::PathBuf>,
 }
 
 impl BlockingSettings {
@@ -61,6 +61,7 @@ impl BlockingSettings {
             reply_margin: config.command_timeout,
             connect_timeout: config.connect_timeout,
             reconnect_max_delay: config.reconnect_max_delay,
+            tls_ca_file: config.redis_tls_ca_file.clone(),
         }
     }
 }
@@ -88,27 +89,14 @@ impl BlockingPool {
         settings: BlockingSettings,
         shutdown: CancellationToken,
     ) -> Result<BlockingPool, BackendError> {
-        let mut config =
-            FredConfig::from_url(&settings.url).map_err(|e| BackendError::Config(e.to_string()))?;
-        config.fail_fast = true;
-        let mut builder = Builder::from_config(config);
-        builder
-            .set_policy(ReconnectPolicy::new_exponential(
-                0,
-                50,
-                settings.reconnect_max_delay.as_millis() as u32,
-                2,
-            ))
-            .set_performance_config(PerformanceConfig {
-                default_command_timeout: settings.reply_margin,
-                ..PerformanceConfig::default()
-            })
-            .set_connection_config(ConnectionConfig {
-                connection_timeout: settings.connect_timeout,
-                internal_command_timeout: settings.reply_margin,
-                max_command_attempts: 1,
-                ..ConnectionConfig::default()
-            });
+        let (mut builder, connection) = super::base_builder(
+            &settings.url,
+            settings.tls_ca_file.as_deref(),
+            settings.reconnect_max_delay,
+            settings.connect_timeout,
+            settings.reply_margin,
+        )?;
+        builder.set_connection_config(connection);
         let count = settings.connections.max(1);
         Ok(BlockingPool {
             inner: Arc::new(Pool {

@@ -76,6 +76,43 @@ pub enum TransactionOutcome {
     Discarded(String),
 }
 
+/// The fred settings every restash connection shares: fail fast while
+/// disconnected, never replay a command, reconnect with exponential backoff, trust
+/// the operator's CA for `rediss://`, and wait `reply_timeout` for each reply.
+/// Callers extend the returned connection settings and set them on the builder.
+pub(crate) fn base_builder(
+    url: &str,
+    tls_ca_file: Option<&std::path::Path>,
+    reconnect_max_delay: Duration,
+    connect_timeout: Duration,
+    reply_timeout: Duration,
+) -> Result<(Builder, ConnectionConfig), BackendError> {
+    let mut config = FredConfig::from_url(url).map_err(|e| BackendError::Config(e.to_string()))?;
+    config.fail_fast = true;
+    if let Some(path) = tls_ca_file {
+        config.tls = Some(tls::config_with_ca_file(path)?);
+    }
+    let mut builder = Builder::from_config(config);
+    builder
+        .set_policy(ReconnectPolicy::new_exponential(
+            0,
+            50,
+            reconnect_max_delay.as_millis() as u32,
+            2,
+        ))
+        .set_performance_config(PerformanceConfig {
+            default_command_timeout: reply_timeout,
+            ..PerformanceConfig::default()
+        });
+    let connection = ConnectionConfig {
+        connection_timeout: connect_timeout,
+        internal_command_timeout: reply_timeout,
+        max_command_attempts: 1,
+        ..ConnectionConfig::default()
+    };
+    Ok((builder, connection))
+}
+
 /// Where one command goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Target {
@@ -117,43 +154,29 @@ impl Backend {
     /// Builds the clients and starts connecting in the background.
     /// Requests fail fast with 503 until Redis is reachable.
     pub async fn connect(settings: &BackendSettings) -> Result<Backend, BackendError> {
-        let mut config =
-            FredConfig::from_url(&settings.url).map_err(|e| BackendError::Config(e.to_string()))?;
-        config.fail_fast = true;
-        if let Some(path) = &settings.tls_ca_file {
-            config.tls = Some(tls::config_with_ca_file(path)?);
-        }
-        let mut builder = Builder::from_config(config);
-        builder
-            .set_policy(ReconnectPolicy::new_exponential(
-                0,
-                50,
-                settings.reconnect_max_delay.as_millis() as u32,
-                2,
-            ))
-            .set_performance_config(PerformanceConfig {
-                default_command_timeout: settings.command_timeout,
-                ..PerformanceConfig::default()
-            })
-            .set_connection_config(ConnectionConfig {
-                connection_timeout: settings.connect_timeout,
-                internal_command_timeout: settings.command_timeout,
-                max_command_attempts: 1,
-                max_command_buffer_len: settings.command_buffer,
-                // A connection whose replies stop (a reply fred cannot decode, a
-                // half-open socket) is closed and reopened instead of hanging.
-                unresponsive: UnresponsiveConfig {
-                    max_timeout: Some(settings.command_timeout * 2),
-                    interval: Duration::from_millis(250),
-                },
-                replica: ReplicaConfig {
-                    lazy_connections: true,
-                    primary_fallback: true,
-                    ignore_reconnection_errors: true,
-                    ..ReplicaConfig::default()
-                },
-                ..ConnectionConfig::default()
-            });
+        let (mut builder, base) = base_builder(
+            &settings.url,
+            settings.tls_ca_file.as_deref(),
+            settings.reconnect_max_delay,
+            settings.connect_timeout,
+            settings.command_timeout,
+        )?;
+        builder.set_connection_config(ConnectionConfig {
+            max_command_buffer_len: settings.command_buffer,
+            // A connection whose replies stop (a reply fred cannot decode, a
+            // half-open socket) is closed and reopened instead of hanging.
+            unresponsive: UnresponsiveConfig {
+                max_timeout: Some(settings.command_timeout * 2),
+                interval: Duration::from_millis(250),
+            },
+            replica: ReplicaConfig {
+                lazy_connections: true,
+                primary_fallback: true,
+                ignore_reconnection_errors: true,
+                ..ReplicaConfig::default()
+            },
+            ..base
+        });
         let shared = builder
             .build_pool(settings.connections.max(1))
             .map_err(|e| BackendError::Config(e.to_string()))?;
