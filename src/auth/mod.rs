@@ -173,6 +173,7 @@ impl Principal {
         let name = match stream {
             Stream::Channel(_) => "subscribe",
             Stream::Pattern(_) => "psubscribe",
+            Stream::ShardChannel(_) => "ssubscribe",
             Stream::Monitor => "monitor",
         };
         scope::check_stream(&self.scope, stream).map_err(|denied| self.refused(name, denied))

@@ -3,6 +3,9 @@
 //! - [`PubSubHub::subscribe`]: thousands of streams share a few subscriber
 //!   connections ([`shard`]); each channel or pattern is subscribed in Redis once,
 //!   reference-counted, and unsubscribed when its last stream leaves;
+//! - sharded channels (`SSUBSCRIBE`) share those connections on one node or behind
+//!   Sentinel; on a cluster each goes to the link of the primary that owns its hash
+//!   slot, one link per primary ([`sharded`]);
 //! - [`PubSubHub::monitor`]: one dedicated connection per stream, at most
 //!   `max_monitors` at once ([`monitor`]);
 //! - every stream has a bounded buffer: a reader that falls `buffer` events behind
@@ -14,6 +17,8 @@ mod link;
 mod monitor;
 mod resp;
 mod shard;
+mod sharded;
+mod slots;
 
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
@@ -27,7 +32,8 @@ pub use monitor::MonitorStream;
 pub use shard::Subscription;
 
 use self::link::Endpoint;
-use self::shard::{Shard, Timing, TopicKey};
+use self::shard::{Recovery, Shard, Timing, TopicKey};
+use self::sharded::ClusterLinks;
 use super::BackendError;
 
 /// Settings of the Pub/Sub hub.
@@ -74,6 +80,8 @@ pub enum TopicKind {
     Channel,
     /// `PSUBSCRIBE pattern`.
     Pattern,
+    /// `SSUBSCRIBE channel` (sharded Pub/Sub, `SPUBLISH`).
+    Shard,
 }
 
 /// Why a stream could not start.
@@ -102,10 +110,13 @@ pub enum Delivery {
     Overflow,
     /// The connection to Redis ended the stream.
     Lost,
+    /// Redis ended a sharded subscription: the channel's hash slot left its node.
+    Unsubscribed,
 }
 
 const OPEN: u8 = 0;
 const OVERFLOW: u8 = 1;
+const UNSUBSCRIBED: u8 = 2;
 
 /// A stream's bounded buffer, plus the flag that cuts it off.
 struct Inbox {
@@ -129,6 +140,11 @@ impl Inbox {
         end.store(OVERFLOW, Ordering::Release);
     }
 
+    /// Set before the sender is dropped, so the stream first reads what it buffers.
+    fn mark_unsubscribed(end: &AtomicU8) {
+        end.store(UNSUBSCRIBED, Ordering::Release);
+    }
+
     /// An overflowed stream ends at once, without draining what it still buffers.
     async fn next(&mut self) -> Delivery {
         if self.end.load(Ordering::Acquire) == OVERFLOW {
@@ -137,8 +153,11 @@ impl Inbox {
         match self.receiver.recv().await {
             Some(_) if self.end.load(Ordering::Acquire) == OVERFLOW => Delivery::Overflow,
             Some(event) => Delivery::Event(event),
-            None if self.end.load(Ordering::Acquire) == OVERFLOW => Delivery::Overflow,
-            None => Delivery::Lost,
+            None => match self.end.load(Ordering::Acquire) {
+                OVERFLOW => Delivery::Overflow,
+                UNSUBSCRIBED => Delivery::Unsubscribed,
+                _ => Delivery::Lost,
+            },
         }
     }
 }
@@ -151,6 +170,8 @@ pub struct PubSubHub {
 
 struct Hub {
     shards: Vec<Shard>,
+    /// Sharded channels on a cluster (`None` for other deployments).
+    cluster: Option<ClusterLinks>,
     endpoint: Arc<Endpoint>,
     monitors: Arc<Semaphore>,
     settings: PubSubSettings,
@@ -172,11 +193,31 @@ impl PubSubHub {
             reconnect_max: settings.reconnect_max_delay,
         };
         let shards = (0..settings.connections.max(1))
-            .map(|_| Shard::start(endpoint.clone(), timing, settings.buffer, shutdown.clone()))
+            .map(|_| {
+                Shard::start(
+                    endpoint.clone(),
+                    "restash:pubsub",
+                    Recovery::Resubscribe,
+                    timing,
+                    settings.buffer,
+                    shutdown.clone(),
+                )
+            })
             .collect();
+        let cluster = endpoint.cluster_seeds().map(|seeds| {
+            ClusterLinks::new(
+                endpoint.clone(),
+                seeds.to_vec(),
+                timing,
+                settings.command_timeout,
+                settings.buffer,
+                shutdown.clone(),
+            )
+        });
         Ok(PubSubHub {
             inner: Arc::new(Hub {
                 shards,
+                cluster,
                 endpoint,
                 monitors: Arc::new(Semaphore::new(settings.max_monitors)),
                 settings,
@@ -194,12 +235,14 @@ impl PubSubHub {
         if self.inner.shutdown.is_cancelled() {
             return Err(StreamError::ShuttingDown);
         }
+        let settings = &self.inner.settings;
+        let wait = settings.connect_timeout + settings.command_timeout;
+        if let (TopicKind::Shard, Some(cluster)) = (kind, &self.inner.cluster) {
+            return cluster.join(name, wait).await;
+        }
         let key = TopicKey { kind, name };
         let shard = &self.inner.shards[shard_index(&key, self.inner.shards.len())];
-        let settings = &self.inner.settings;
-        shard
-            .join(key, settings.connect_timeout + settings.command_timeout)
-            .await
+        shard.join(key, wait).await
     }
 
     /// Starts a MONITOR stream on its own connection, if under the limit.
@@ -239,7 +282,7 @@ impl PubSubHub {
 /// Spreads topics over the subscriber connections (FNV-1a: stable, no allocation).
 fn shard_index(key: &TopicKey, shards: usize) -> usize {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    let tag = [matches!(key.kind, TopicKind::Pattern) as u8];
+    let tag = [key.kind as u8];
     for byte in tag.iter().chain(key.name.iter()) {
         hash ^= u64::from(*byte);
         hash = hash.wrapping_mul(0x0100_0000_01b3);

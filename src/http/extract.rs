@@ -67,6 +67,7 @@ impl FromRequestParts<AppState> for Caller {
 enum StreamRoute {
     Channel,
     Pattern,
+    ShardChannel,
     Monitor,
 }
 
@@ -74,6 +75,7 @@ fn stream_route(matched: &str) -> Option<StreamRoute> {
     match matched {
         "/subscribe/{*channel}" => Some(StreamRoute::Channel),
         "/psubscribe/{*pattern}" => Some(StreamRoute::Pattern),
+        "/ssubscribe/{*channel}" => Some(StreamRoute::ShardChannel),
         "/monitor" => Some(StreamRoute::Monitor),
         _ => None,
     }
@@ -97,6 +99,7 @@ fn check_stream(caller: &Principal, route: StreamRoute, path: &str) -> Result<()
     let stream = match route {
         StreamRoute::Channel => Stream::Channel(&name),
         StreamRoute::Pattern => Stream::Pattern(&name),
+        StreamRoute::ShardChannel => Stream::ShardChannel(&name),
         StreamRoute::Monitor => Stream::Monitor,
     };
     caller.check_stream(stream).map_err(ApiError::from)

@@ -44,6 +44,12 @@ pub fn router(state: AppState) -> Router {
             "/psubscribe/{*pattern}",
             get(sse::psubscribe).post(sse::psubscribe),
         )
+        .route(
+            "/ssubscribe/{*channel}",
+            get(sse::ssubscribe).post(sse::ssubscribe),
+        )
+        // The wildcard needs a character: an empty channel is refused by the handler.
+        .route("/ssubscribe/", get(sse::ssubscribe).post(sse::ssubscribe))
         .route("/monitor", get(sse::monitor).post(sse::monitor))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))

@@ -1,4 +1,5 @@
-//! Server-Sent Events: `/subscribe/{channel}`, `/psubscribe/{pattern}` and `/monitor`
+//! Server-Sent Events: `/subscribe/{channel}`, `/psubscribe/{pattern}`,
+//! `/ssubscribe/{channel}` (sharded Pub/Sub, restash's extension) and `/monitor`
 //! (GET or POST, body ignored, no `Accept` header needed).
 //!
 //! ```text
@@ -6,6 +7,8 @@
 //! data: message,chat,hello                each message (payload as text, never base64)
 //! data: psubscribe,user:*,1               first event of /psubscribe/user:*
 //! data: pmessage,user:*,user:123,hello
+//! data: ssubscribe,orders,1               first event of /ssubscribe/orders
+//! data: smessage,orders,hello             each SPUBLISHed message
 //! data: "OK"                              first event of /monitor, then each command
 //! data: "1712345678.123456 [0 127.0.0.1:50000] \"SET\" \"k\" \"v\""
 //! : keepalive                             heartbeat while idle
@@ -55,6 +58,17 @@ pub async fn psubscribe(
     topic_stream(&state, TopicKind::Pattern, uri.path()).await
 }
 
+/// `GET|POST /ssubscribe/{channel}`: sharded Pub/Sub (`SPUBLISH`), on the primary
+/// that owns the channel's hash slot.
+pub async fn ssubscribe(
+    State(state): State<AppState>,
+    _caller: Caller,
+    uri: Uri,
+    _body: RawBody,
+) -> Result<Response, ApiError> {
+    topic_stream(&state, TopicKind::Shard, uri.path()).await
+}
+
 /// `GET|POST /monitor`: every command Redis runs (standard token only).
 pub async fn monitor(
     State(state): State<AppState>,
@@ -77,12 +91,23 @@ async fn topic_stream(
     raw_path: &str,
 ) -> Result<Response, ApiError> {
     let name = topic_name(raw_path);
-    let hub = hub(state)?;
-    let subscription = hub.subscribe(kind, name.clone()).await.map_err(api_error)?;
     let verb = match kind {
         TopicKind::Channel => "subscribe",
         TopicKind::Pattern => "psubscribe",
+        TopicKind::Shard => "ssubscribe",
     };
+    if name.is_empty() {
+        let what = if kind == TopicKind::Pattern {
+            "pattern"
+        } else {
+            "channel"
+        };
+        return Err(ApiError::BadRequest(format!(
+            "ERR empty {what} name: use /{verb}/<{what}>"
+        )));
+    }
+    let hub = hub(state)?;
+    let subscription = hub.subscribe(kind, name.clone()).await.map_err(api_error)?;
     let first = format!("{verb},{},1", String::from_utf8_lossy(&name));
     Ok(respond(hub, first, Source::Topic(subscription)))
 }
@@ -179,9 +204,14 @@ fn events(live: Live) -> impl Stream<Item = Result<Event, Infallible>> {
                 None,
             )),
             Delivery::Lost => Some((Ok(last_event("the connection to Redis was lost")), None)),
+            Delivery::Unsubscribed => Some((Ok(last_event(SLOT_MOVED)), None)),
         }
     })
 }
+
+/// Why a sharded stream ends when its channel's slot leaves the node.
+const SLOT_MOVED: &str = "Redis ended the subscription: \
+    the channel's hash slot moved to another node; subscribe again";
 
 fn last_event(reason: &str) -> Event {
     Event::default()

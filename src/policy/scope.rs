@@ -587,17 +587,20 @@ pub enum Stream<'a> {
     Channel(&'a [u8]),
     /// `/psubscribe/<pattern>`.
     Pattern(&'a [u8]),
+    /// `/ssubscribe/<channel>` (sharded Pub/Sub).
+    ShardChannel(&'a [u8]),
     /// `/monitor`: every command of every tenant.
     Monitor,
 }
 
 /// Whether `scope` may open a stream: MONITOR needs an admin token (without prefixes);
 /// channels and patterns lie under the prefixes; command rules apply to
-/// `subscribe`, `psubscribe` and `monitor`.
+/// `subscribe`, `psubscribe`, `ssubscribe` and `monitor`.
 pub fn check_stream(scope: &Scope, stream: Stream<'_>) -> Result<(), Denied> {
     let name = match stream {
         Stream::Channel(_) => "subscribe",
         Stream::Pattern(_) => "psubscribe",
+        Stream::ShardChannel(_) => "ssubscribe",
         Stream::Monitor => "monitor",
     };
     if !scope.commands.is_empty() && !rules_admit(&scope.commands, name, name, None) {
@@ -621,13 +624,17 @@ pub fn check_stream(scope: &Scope, stream: Stream<'_>) -> Result<(), Denied> {
             "monitor",
             "it shows the commands of every tenant",
         )),
-        Stream::Channel(name) | Stream::Pattern(name) if !scope.owns(name) => Err(outside(
-            Reason::OutsidePrefix,
-            format!(
-                "channel '{}' is outside this token's prefixes",
-                String::from_utf8_lossy(name)
-            ),
-        )),
+        Stream::Channel(name) | Stream::Pattern(name) | Stream::ShardChannel(name)
+            if !scope.owns(name) =>
+        {
+            Err(outside(
+                Reason::OutsidePrefix,
+                format!(
+                    "channel '{}' is outside this token's prefixes",
+                    String::from_utf8_lossy(name)
+                ),
+            ))
+        }
         _ => Ok(()),
     }
 }
@@ -951,6 +958,8 @@ mod tests {
         assert!(check_namespace(&s, "acme2").is_err());
         assert!(check_namespace(&s, "other").is_err());
         assert!(check_stream(&s, Stream::Channel(b"acme:c")).is_ok());
+        assert!(check_stream(&s, Stream::ShardChannel(b"acme:c")).is_ok());
+        assert!(check_stream(&s, Stream::ShardChannel(b"other:c")).is_err());
         assert!(check_stream(&s, Stream::Pattern(b"*")).is_err());
         assert!(check_stream(&s, Stream::Monitor).is_err());
         assert!(check_stream(&Scope::unrestricted("a", Mode::Admin), Stream::Monitor).is_ok());

@@ -203,6 +203,7 @@ def streams():
     for template, path, params in [
         ("/subscribe/{channel}", f"/subscribe/{P}chan", {"channel": P + "chan"}),
         ("/psubscribe/{pattern}", f"/psubscribe/{P}*", {"pattern": P + "*"}),
+        ("/ssubscribe/{channel}", f"/ssubscribe/{P}chan", {"channel": P + "chan"}),
         ("/monitor", "/monitor", {}),
     ]:
         try:
@@ -224,6 +225,8 @@ def streams():
             check(template, "get", response, 200, f"GET {path}", params)
         unauthorized = requests.get(URL + path, timeout=5)
         check(template, "get", unauthorized, 401, f"GET {path} without token", params)
+    empty = send("GET", "/ssubscribe/", headers=auth())
+    check("/ssubscribe/{channel}", "get", empty, 400, "GET /ssubscribe/ (empty channel)", {"channel": "x"})
 
 
 def main():

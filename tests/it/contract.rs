@@ -82,6 +82,7 @@ async fn openapi_document_is_served_and_names_real_routes() {
         "/cache/{namespace}/{key}",
         "/subscribe/{channel}",
         "/psubscribe/{pattern}",
+        "/ssubscribe/{channel}",
         "/monitor",
     ] {
         assert!(paths.contains_key(required), "{required} is not documented");
@@ -244,9 +245,9 @@ async fn schemathesis_finds_no_server_error_and_no_spec_violation() {
         .contains_key("x-cache");
     // Streams never end, so they are checked by validate.py instead.
     let exclude = if cache_served {
-        "^/(subscribe|psubscribe|monitor)"
+        "^/(subscribe|psubscribe|ssubscribe|monitor)"
     } else {
-        "^/(subscribe|psubscribe|monitor|cache)"
+        "^/(subscribe|psubscribe|ssubscribe|monitor|cache)"
     };
     let auth = format!("Authorization: Bearer {TOKEN}");
     let report = std::env::temp_dir().join(format!("restash-schemathesis-{}", free_port()));

@@ -12,5 +12,6 @@ mod process;
 mod protocol;
 mod pubsub;
 mod sdk;
+mod sharded_pubsub;
 mod tenancy;
 mod transports;

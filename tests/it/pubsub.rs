@@ -16,14 +16,14 @@ use crate::harness::{
 static HEAVY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// Reads Server-Sent Events from a streaming response, one block at a time.
-struct Events {
+pub(crate) struct Events {
     response: reqwest::Response,
     buffer: Vec<u8>,
 }
 
 impl Events {
     /// Sends `request` and checks that it is an event stream.
-    async fn open(request: reqwest::RequestBuilder) -> Events {
+    pub(crate) async fn open(request: reqwest::RequestBuilder) -> Events {
         let response = request.send().await.expect("stream request");
         assert_eq!(response.status(), 200, "stream refused: {:?}", response);
         let content_type = response
@@ -40,7 +40,7 @@ impl Events {
     }
 
     /// The next event block without its blank line; `None` when the stream ends.
-    async fn block(&mut self, limit: Duration) -> Option<String> {
+    pub(crate) async fn block(&mut self, limit: Duration) -> Option<String> {
         let deadline = Instant::now() + limit;
         loop {
             if let Some(end) = self.buffer.windows(2).position(|w| w == b"\n\n") {
@@ -58,7 +58,7 @@ impl Events {
     }
 
     /// The next `data:` event (heartbeats skipped).
-    async fn data(&mut self) -> String {
+    pub(crate) async fn data(&mut self) -> String {
         loop {
             let block = self
                 .block(Duration::from_secs(5))
@@ -75,7 +75,7 @@ impl Events {
     }
 }
 
-fn stream(gw: &Gateway, path: &str) -> reqwest::RequestBuilder {
+pub(crate) fn stream(gw: &Gateway, path: &str) -> reqwest::RequestBuilder {
     gw.http.get(gw.at(path)).bearer_auth(TOKEN)
 }
 
@@ -86,7 +86,7 @@ async fn publish(gw: &Gateway, channel: &str, message: &str) -> Value {
 }
 
 /// Lines of `CLIENT LIST` (one per connection, redis-cli's own included).
-fn connections(redis: &RedisServer) -> Vec<String> {
+pub(crate) fn connections(redis: &RedisServer) -> Vec<String> {
     redis
         .cli(&["CLIENT", "LIST"])
         .lines()
@@ -94,7 +94,7 @@ fn connections(redis: &RedisServer) -> Vec<String> {
         .collect()
 }
 
-fn named(redis: &RedisServer, name: &str) -> usize {
+pub(crate) fn named(redis: &RedisServer, name: &str) -> usize {
     connections(redis)
         .iter()
         .filter(|l| l.contains(&format!(" name={name} ")))
@@ -110,7 +110,7 @@ fn numsub(redis: &RedisServer, channel: &str) -> i64 {
 }
 
 /// Waits (bounded) until `check` holds.
-async fn eventually(what: &str, limit: Duration, mut check: impl FnMut() -> bool) {
+pub(crate) async fn eventually(what: &str, limit: Duration, mut check: impl FnMut() -> bool) {
     let deadline = Instant::now() + limit;
     while !check() {
         assert!(Instant::now() < deadline, "timed out waiting for: {what}");
@@ -303,7 +303,12 @@ async fn streams_answer_503_when_redis_is_down() {
     let mut config = test_config(&format!("redis://127.0.0.1:{}", free_port()));
     config.connect_timeout = Duration::from_millis(300);
     let gw = Gateway::start_with(config).await;
-    for path in ["/subscribe/x", "/psubscribe/x*", "/monitor"] {
+    for path in [
+        "/subscribe/x",
+        "/psubscribe/x*",
+        "/ssubscribe/x",
+        "/monitor",
+    ] {
         let started = Instant::now();
         let (status, body) = gw.send(stream(&gw, path)).await;
         assert_eq!(status, 503, "{path}: {body}");
@@ -330,6 +335,11 @@ async fn streams_follow_sentinel_to_the_primary() {
         events.data().await,
         format!("message,{channel},from the primary")
     );
+    // Sharded Pub/Sub follows Sentinel too (the same links).
+    let mut sharded = Events::open(stream(&gw, &format!("/ssubscribe/{channel}"))).await;
+    assert_eq!(sharded.data().await, format!("ssubscribe,{channel},1"));
+    set.servers[0].cli(&["SPUBLISH", &channel, "sharded"]);
+    assert_eq!(sharded.data().await, format!("smessage,{channel},sharded"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -844,6 +854,12 @@ async fn shutdown_ends_every_stream() {
     assert_eq!(subscriber.data().await, format!("subscribe,{channel},1"));
     let mut monitor = Events::open(http.get(format!("{url}/monitor")).bearer_auth(TOKEN)).await;
     assert_eq!(monitor.data().await, "\"OK\"");
+    let mut sharded = Events::open(
+        http.get(format!("{url}/ssubscribe/{channel}"))
+            .bearer_auth(TOKEN),
+    )
+    .await;
+    assert_eq!(sharded.data().await, format!("ssubscribe,{channel},1"));
     let blocked = {
         let request = http
             .post(format!("{url}/"))
@@ -858,7 +874,7 @@ async fn shutdown_ends_every_stream() {
 
     let started = Instant::now();
     stop.send(()).expect("stop");
-    for events in [&mut subscriber, &mut monitor] {
+    for events in [&mut subscriber, &mut monitor, &mut sharded] {
         let last = loop {
             let block = events
                 .block(Duration::from_secs(5))

@@ -4,7 +4,8 @@
 //! Addresses, credentials and TLS settings come from fred's own parsing of
 //! `REDIS_URL`, so every URL the backend accepts works here too. On a cluster the
 //! link goes to the first node that answers (Redis forwards plain `PUBLISH` to every
-//! node); behind Sentinel it goes to the primary the sentinels name.
+//! node), or to one node chosen by [`Endpoint::at`] (sharded Pub/Sub); behind
+//! Sentinel it goes to the primary the sentinels name.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -55,8 +56,10 @@ pub struct Endpoint {
 
 #[derive(Clone)]
 enum Target {
-    /// A single node, or the known nodes of a cluster (tried in order).
-    Nodes(Vec<Server>),
+    /// A single node.
+    Node(Server),
+    /// The known nodes of a cluster (tried in order).
+    Cluster(Vec<Server>),
     /// A Unix socket.
     Unix(PathBuf),
     /// Sentinels that name the primary of `service`.
@@ -68,11 +71,11 @@ impl Endpoint {
     pub fn from_url(url: &str) -> Result<Endpoint, LinkError> {
         let config = FredConfig::from_url(url).map_err(|e| LinkError::Config(e.to_string()))?;
         let target = match config.server {
-            ServerConfig::Centralized { server } => Target::Nodes(vec![server]),
+            ServerConfig::Centralized { server } => Target::Node(server),
             ServerConfig::Clustered { mut hosts, .. } => {
                 // fred appends the URL's own host last; try it first.
                 hosts.rotate_right(1);
-                Target::Nodes(hosts)
+                Target::Cluster(hosts)
             }
             ServerConfig::Unix { path } => Target::Unix(path),
             ServerConfig::Sentinel {
@@ -90,6 +93,24 @@ impl Endpoint {
             password: config.password,
             tls: config.tls.map(|t| t.connector),
         })
+    }
+
+    /// The nodes `REDIS_URL` names when it is a cluster URL (`redis-cluster://`).
+    pub fn cluster_seeds(&self) -> Option<&[Server]> {
+        match &self.target {
+            Target::Cluster(nodes) => Some(nodes),
+            _ => None,
+        }
+    }
+
+    /// The same credentials and TLS settings, towards `server` only.
+    pub fn at(&self, server: Server) -> Endpoint {
+        Endpoint {
+            target: Target::Node(server),
+            username: self.username.clone(),
+            password: self.password.clone(),
+            tls: self.tls.clone(),
+        }
     }
 }
 
@@ -120,7 +141,8 @@ impl Link {
     async fn open(endpoint: &Endpoint, name: &str) -> Result<Link, LinkError> {
         let mut link = match &endpoint.target {
             Target::Unix(path) => Self::unix(path).await?,
-            Target::Nodes(nodes) => Self::first_node(endpoint, nodes).await?,
+            Target::Node(node) => Self::tcp(endpoint, node).await?,
+            Target::Cluster(nodes) => Self::first_node(endpoint, nodes).await?,
             Target::Sentinel { hosts, service } => {
                 let primary = Self::ask_sentinels(endpoint, hosts, service).await?;
                 Self::tcp(endpoint, &primary).await?

@@ -9,9 +9,15 @@
 //! The task reads every frame, looks the topic up and hands the formatted event to
 //! each stream's bounded buffer with `try_send`: a full buffer cuts that stream off,
 //! so a slow reader never slows the connection or grows memory.
+//!
+//! A broken connection is reopened and every topic subscribed again
+//! ([`Recovery::Resubscribe`]), except on a cluster node's sharded link
+//! ([`Recovery::EndStreams`]): there the streams end, since the node may no longer own
+//! their slots. Redis itself ends sharded subscriptions whose slot leaves the node (an
+//! `sunsubscribe` nobody asked for): those streams end with [`Delivery::Unsubscribed`].
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::AtomicU8;
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -42,6 +48,32 @@ impl TopicKey {
             (TopicKind::Channel, false) => b"UNSUBSCRIBE",
             (TopicKind::Pattern, true) => b"PSUBSCRIBE",
             (TopicKind::Pattern, false) => b"PUNSUBSCRIBE",
+            (TopicKind::Shard, true) => b"SSUBSCRIBE",
+            (TopicKind::Shard, false) => b"SUNSUBSCRIBE",
+        }
+    }
+}
+
+/// What a broken connection means for the streams on it.
+#[derive(Debug, Clone)]
+pub enum Recovery {
+    /// Reconnect and subscribe again: one server serves every topic (plain Pub/Sub
+    /// anywhere, sharded Pub/Sub on one node or behind Sentinel).
+    Resubscribe,
+    /// End every stream: the link serves one cluster node, whose slots may have
+    /// moved. The flag is raised so the slot map is read again.
+    EndStreams(Arc<AtomicBool>),
+}
+
+impl Recovery {
+    /// Whether a broken link ends its streams (then the slot map is marked stale).
+    fn ends_streams(&self) -> bool {
+        match self {
+            Recovery::Resubscribe => false,
+            Recovery::EndStreams(stale) => {
+                stale.store(true, Ordering::Release);
+                true
+            }
         }
     }
 }
@@ -58,6 +90,8 @@ pub struct Timing {
 /// A subscriber connection and its topic table.
 pub struct Shard {
     shared: Arc<Shared>,
+    /// Stops the connection task.
+    stop: CancellationToken,
 }
 
 struct Shared {
@@ -102,9 +136,12 @@ struct Expect {
 }
 
 impl Shard {
-    /// Starts the connection task (it connects only while some stream needs it).
+    /// Starts the connection task (it connects only while some stream needs it),
+    /// naming its connections `name`; it stops with `shutdown` or [`Shard::stop`].
     pub fn start(
         endpoint: Arc<Endpoint>,
+        name: &'static str,
+        recovery: Recovery,
         timing: Timing,
         buffer: usize,
         shutdown: CancellationToken,
@@ -115,13 +152,36 @@ impl Shard {
             changes,
             buffer: buffer.max(1),
         });
-        tokio::spawn(run(shared.clone(), receiver, endpoint, timing, shutdown));
-        Shard { shared }
+        let stop = shutdown.child_token();
+        let link = LinkSettings {
+            endpoint,
+            name,
+            recovery,
+            timing,
+        };
+        tokio::spawn(run(shared.clone(), receiver, link, stop.clone()));
+        Shard { shared, stop }
     }
 
     /// Adds a stream to `key`, subscribing in Redis if it is the first, and waits
     /// (at most `wait`) until Redis has confirmed the subscription.
     pub async fn join(&self, key: TopicKey, wait: Duration) -> Result<Subscription, StreamError> {
+        self.enter(key).confirmed(wait).await
+    }
+
+    /// Whether no stream uses this connection.
+    pub fn is_idle(&self) -> bool {
+        self.shared.is_idle()
+    }
+
+    /// Stops the connection task; only for an idle shard that nothing will join again.
+    pub fn stop(&self) {
+        self.stop.cancel();
+    }
+
+    /// Adds a stream to `key` at once (subscribing in Redis if it is the first);
+    /// [`Joining::confirmed`] waits for Redis.
+    pub fn enter(&self, key: TopicKey) -> Joining {
         let (sender, receiver) = mpsc::channel(self.shared.buffer);
         let inbox = Inbox::new(receiver);
         let (id, waiter) = {
@@ -158,12 +218,31 @@ impl Shard {
             });
             (id, waiter)
         };
-        let subscription = Subscription {
-            shared: self.shared.clone(),
-            key,
-            id,
-            inbox,
-        };
+        Joining {
+            subscription: Subscription {
+                shared: self.shared.clone(),
+                key,
+                id,
+                inbox,
+            },
+            waiter,
+        }
+    }
+}
+
+/// A stream added to a topic whose subscription Redis may not have confirmed yet.
+pub struct Joining {
+    subscription: Subscription,
+    waiter: Option<oneshot::Receiver<Result<(), StreamError>>>,
+}
+
+impl Joining {
+    /// Waits (at most `wait`) until Redis has confirmed the subscription.
+    pub async fn confirmed(self, wait: Duration) -> Result<Subscription, StreamError> {
+        let Joining {
+            subscription,
+            waiter,
+        } = self;
         if let Some(waiter) = waiter {
             match tokio::time::timeout(wait, waiter).await {
                 Ok(Ok(Ok(()))) => {}
@@ -298,6 +377,32 @@ impl Shared {
     }
 
     /// Hands one published message to every stream of `key`.
+    /// Redis ended a confirmed subscription on its own (its slot left the node):
+    /// its streams end with [`Delivery::Unsubscribed`] once they have read what
+    /// they buffer.
+    fn end_topic(&self, key: &TopicKey) {
+        let mut table = self.lock();
+        if !table.topics.get(key).is_some_and(|t| t.confirmed) {
+            return;
+        }
+        if let Some(topic) = table.topics.remove(key) {
+            for member in &topic.members {
+                Inbox::mark_unsubscribed(&member.end);
+            }
+        }
+    }
+
+    /// The connection broke and its topics are not subscribed again: every stream
+    /// ends ([`Delivery::Lost`]), every waiting one fails.
+    fn end_all(&self, error: &StreamError) {
+        let mut table = self.lock();
+        for (_, topic) in table.topics.drain() {
+            for waiter in topic.waiters {
+                let _ = waiter.send(Err(error.clone()));
+            }
+        }
+    }
+
     fn fan_out(&self, key: &TopicKey, render: impl FnOnce() -> String) {
         let mut table = self.lock();
         let Some(topic) = table.topics.get_mut(key) else {
@@ -330,13 +435,26 @@ enum SessionEnd {
     Exit,
 }
 
+/// Where and how the connection task connects.
+struct LinkSettings {
+    endpoint: Arc<Endpoint>,
+    name: &'static str,
+    recovery: Recovery,
+    timing: Timing,
+}
+
 async fn run(
     shared: Arc<Shared>,
     mut changes: mpsc::UnboundedReceiver<Change>,
-    endpoint: Arc<Endpoint>,
-    timing: Timing,
+    link: LinkSettings,
     shutdown: CancellationToken,
 ) {
+    let LinkSettings {
+        endpoint,
+        name,
+        recovery,
+        timing,
+    } = link;
     let first_delay = Duration::from_millis(50);
     let mut delay = first_delay;
     loop {
@@ -354,7 +472,7 @@ async fn run(
         }
         let connected = tokio::select! {
             _ = shutdown.cancelled() => return,
-            link = Link::connect(&endpoint, "restash:pubsub", timing.connect) => link,
+            link = Link::connect(&endpoint, name, timing.connect) => link,
         };
         match connected {
             Ok(link) => {
@@ -362,6 +480,10 @@ async fn run(
                 match session(link, &shared, &mut changes, &shutdown).await {
                     SessionEnd::Exit => return,
                     SessionEnd::Idle => {}
+                    SessionEnd::Broken(error) if recovery.ends_streams() => {
+                        tracing::warn!(%error, "sharded Pub/Sub link lost; ending its streams");
+                        shared.end_all(&StreamError::Unavailable(error.to_string()));
+                    }
                     SessionEnd::Broken(error) => {
                         tracing::warn!(%error, "Pub/Sub connection to Redis lost; reconnecting");
                     }
@@ -369,6 +491,7 @@ async fn run(
             }
             Err(error) => {
                 tracing::warn!(%error, "cannot open a Pub/Sub connection to Redis");
+                recovery.ends_streams();
                 shared.fail_pending(&StreamError::Unavailable(error.to_string()));
                 tokio::select! {
                     _ = shutdown.cancelled() => return,
@@ -472,6 +595,16 @@ fn handle(reply: Reply, shared: &Shared, expects: &mut VecDeque<Expect>) {
                 format!("message,{},{}", text(first), text(payload))
             });
         }
+        b"smessage" => {
+            let Some(payload) = field(2) else { return };
+            let key = TopicKey {
+                kind: TopicKind::Shard,
+                name: first.clone(),
+            };
+            shared.fan_out(&key, || {
+                format!("smessage,{},{}", text(first), text(payload))
+            });
+        }
         b"pmessage" => {
             let (Some(channel), Some(payload)) = (field(2), field(3)) else {
                 return;
@@ -489,17 +622,27 @@ fn handle(reply: Reply, shared: &Shared, expects: &mut VecDeque<Expect>) {
                 )
             });
         }
-        verb @ (b"subscribe" | b"psubscribe" | b"unsubscribe" | b"punsubscribe") => {
-            let kind = if verb.starts_with(b"p") {
-                TopicKind::Pattern
-            } else {
-                TopicKind::Channel
+        verb => {
+            let (kind, subscribe) = match verb {
+                b"subscribe" => (TopicKind::Channel, true),
+                b"unsubscribe" => (TopicKind::Channel, false),
+                b"psubscribe" => (TopicKind::Pattern, true),
+                b"punsubscribe" => (TopicKind::Pattern, false),
+                b"ssubscribe" => (TopicKind::Shard, true),
+                b"sunsubscribe" => (TopicKind::Shard, false),
+                _ => return,
             };
-            let subscribe = !verb.ends_with(b"unsubscribe");
             let matches = expects.front().is_some_and(|e| {
                 e.subscribe == subscribe && e.key.kind == kind && e.key.name == first
             });
             if !matches {
+                if kind == TopicKind::Shard && !subscribe {
+                    // Not an answer: Redis dropped the subscription (slot moved).
+                    shared.end_topic(&TopicKey {
+                        kind,
+                        name: first.clone(),
+                    });
+                }
                 return;
             }
             if let Some(expect) = expects.pop_front() {
@@ -508,6 +651,5 @@ fn handle(reply: Reply, shared: &Shared, expects: &mut VecDeque<Expect>) {
                 }
             }
         }
-        _ => {}
     }
 }
