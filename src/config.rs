@@ -98,6 +98,9 @@ pub struct Config {
     pub rate_limit_shared: bool,
     /// `RESTASH_CORS_ORIGINS`: origins allowed to call from browsers (`*` for any).
     pub cors_origins: Vec<String>,
+    /// `RESTASH_REDIS_MULTIPLEXER`: `restash` (default: restash's own batching
+    /// connections on a plain single node) or `fred` (fred's, as for clusters).
+    pub own_multiplexer: bool,
 }
 
 /// A variable that could not be used.
@@ -221,6 +224,17 @@ impl Config {
                         .collect()
                 })
                 .unwrap_or_default(),
+            own_multiplexer: match get("RESTASH_REDIS_MULTIPLEXER").as_deref().map(str::trim) {
+                None | Some("restash") => true,
+                Some("fred") => false,
+                Some(other) => {
+                    return Err(ConfigError::Invalid {
+                        name: "RESTASH_REDIS_MULTIPLEXER",
+                        value: other.to_string(),
+                        reason: "expected restash or fred",
+                    })
+                }
+            },
         })
     }
 
@@ -334,6 +348,13 @@ mod tests {
     fn blocking_flag() {
         assert!(!config(&[]).unwrap().blocking);
         assert!(config(&[("RESTASH_BLOCKING", "true")]).unwrap().blocking);
+        assert!(config(&[]).unwrap().own_multiplexer);
+        assert!(
+            !config(&[("RESTASH_REDIS_MULTIPLEXER", "fred")])
+                .unwrap()
+                .own_multiplexer
+        );
+        assert!(config(&[("RESTASH_REDIS_MULTIPLEXER", "redis-rs")]).is_err());
         assert!(!config(&[("RESTASH_BLOCKING", "0")]).unwrap().blocking);
         assert!(config(&[("RESTASH_BLOCKING", "maybe")]).is_err());
     }

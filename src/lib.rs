@@ -175,6 +175,7 @@ fn backend_settings(config: &Config) -> BackendSettings {
         connect_timeout: config.connect_timeout,
         command_buffer: config.command_buffer,
         reconnect_max_delay: config.reconnect_max_delay,
+        own_multiplexer: config.own_multiplexer,
     }
 }
 

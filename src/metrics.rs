@@ -18,10 +18,13 @@
 //! | `restash_redis_pool_in_use` | gauge | `pool` (`transactions`) |
 //! | `restash_build_info` | gauge | `version` |
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::sync::OnceLock;
 use std::time::Duration;
 
 use bytes::Bytes;
+use metrics::{Counter, Gauge, Histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 use crate::policy::CommandTable;
@@ -52,9 +55,7 @@ const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
-/// Most distinct command names one request body may contribute; the rest count as `other`.
-const MAX_NAMES_PER_REQUEST: usize = 64;
-/// Longest command name the scanner keeps (Redis' longest is under 32 bytes).
+/// Longest command name counted by name (Redis' longest is under 32 bytes).
 const MAX_NAME_BYTES: usize = 48;
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
@@ -126,19 +127,66 @@ fn describe() {
     );
 }
 
-/// Records one finished HTTP request.
+/// Records one finished HTTP request. Handles are cached per thread, so the
+/// hot path neither allocates label strings nor searches the registry.
 pub fn record_request(route: &str, method: &str, status: u16, elapsed: Duration) {
-    let route = route.to_string();
     let method = method_label(method);
-    metrics::counter!(
-        REQUESTS_TOTAL,
-        "route" => route.clone(),
-        "method" => method,
-        "status" => status.to_string()
-    )
-    .increment(1);
-    metrics::histogram!(REQUEST_DURATION, "route" => route, "method" => method)
-        .record(elapsed.as_secs_f64());
+    REQUEST_METRICS.with(|cache| {
+        let mut cache = cache.borrow_mut();
+        let route_metrics = match cache.get_mut(route) {
+            Some(found) => found,
+            None => cache.entry(route.to_owned()).or_default(),
+        };
+        route_metrics.record(route, method, status, elapsed);
+    });
+}
+
+thread_local! {
+    /// This thread's handles, by route (routes are a fixed set of patterns).
+    static REQUEST_METRICS: RefCell<HashMap<String, RouteMetrics>> = RefCell::new(HashMap::new());
+    /// This thread's command counters, by lower-case name (known names only).
+    static COMMAND_COUNTERS: RefCell<HashMap<Box<[u8]>, Counter>> = RefCell::new(HashMap::new());
+}
+
+/// Metric handles of one route.
+#[derive(Default)]
+struct RouteMetrics {
+    /// By method and status: a handful per route.
+    counters: Vec<(&'static str, u16, Counter)>,
+    /// By method.
+    durations: Vec<(&'static str, Histogram)>,
+}
+
+impl RouteMetrics {
+    fn record(&mut self, route: &str, method: &'static str, status: u16, elapsed: Duration) {
+        match self
+            .counters
+            .iter()
+            .find(|(m, s, _)| *m == method && *s == status)
+        {
+            Some((_, _, counter)) => counter.increment(1),
+            None => {
+                let counter = metrics::counter!(
+                    REQUESTS_TOTAL,
+                    "route" => route.to_owned(),
+                    "method" => method,
+                    "status" => status.to_string()
+                );
+                counter.increment(1);
+                self.counters.push((method, status, counter));
+            }
+        }
+        match self.durations.iter().find(|(m, _)| *m == method) {
+            Some((_, histogram)) => histogram.record(elapsed.as_secs_f64()),
+            None => {
+                let histogram = metrics::histogram!(
+                    REQUEST_DURATION, "route" => route.to_owned(), "method" => method
+                );
+                histogram.record(elapsed.as_secs_f64());
+                self.durations.push((method, histogram));
+            }
+        }
+    }
 }
 
 /// Counts a request that failed on the Redis transport: 503 `unavailable`, 504 `timeout`.
@@ -189,15 +237,23 @@ pub struct InFlight(());
 impl InFlight {
     /// Counts one more request in flight.
     pub fn start() -> InFlight {
-        metrics::gauge!(IN_FLIGHT).increment(1.0);
+        in_flight_gauge().increment(1.0);
         InFlight(())
     }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        metrics::gauge!(IN_FLIGHT).decrement(1.0);
+        in_flight_gauge().decrement(1.0);
     }
+}
+
+fn in_flight_gauge() -> &'static Gauge {
+    static GAUGE: OnceLock<Gauge> = OnceLock::new();
+    GAUGE.get_or_init(|| {
+        handle();
+        metrics::gauge!(IN_FLIGHT)
+    })
 }
 
 fn method_label(method: &str) -> &'static str {
@@ -233,233 +289,46 @@ pub fn command_label(name: &[u8], table: Option<&CommandTable>) -> String {
     }
 }
 
-/// Counts commands by name (already aggregated per request).
-pub fn record_commands(names: &[(Vec<u8>, u64)], table: Option<&CommandTable>) {
-    for (name, count) in names {
-        metrics::counter!(REDIS_COMMANDS_TOTAL, "command" => command_label(name, table))
-            .increment(*count);
+/// Counts one command received for Redis, by name (see [`command_label`]).
+pub fn record_command(name: &[u8], table: Option<&CommandTable>) {
+    if name.is_empty() || name.len() > MAX_NAME_BYTES {
+        return other_command_counter().increment(1);
     }
+    let mut buffer = [0u8; MAX_NAME_BYTES];
+    let lower = &mut buffer[..name.len()];
+    lower.copy_from_slice(name);
+    lower.make_ascii_lowercase();
+    let lower = &*lower;
+    let cached = COMMAND_COUNTERS.with(|cache| {
+        cache
+            .borrow()
+            .get(lower)
+            .map(|counter| counter.increment(1))
+    });
+    if cached.is_some() {
+        return;
+    }
+    let label = command_label(lower, table);
+    if label == "other" {
+        // Not cached: unknown names are the client's to invent.
+        return other_command_counter().increment(1);
+    }
+    let counter = metrics::counter!(REDIS_COMMANDS_TOTAL, "command" => label);
+    counter.increment(1);
+    COMMAND_COUNTERS.with(|cache| cache.borrow_mut().insert(lower.into(), counter));
 }
 
-/// Where command names sit in a JSON body.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BodyShape {
-    /// `["SET","k","v"]`: the first element of the top array.
-    Command,
-    /// `[["SET","k","v"],["GET","k"]]`: the first element of each inner array.
-    Pipeline,
-}
-
-/// Finds command names in a JSON request body as it streams past, chunk by
-/// chunk, without buffering it or parsing anything but the names.
-///
-/// The names count only if the body turned out to be one complete JSON array
-/// ([`NameScanner::finish`]); a malformed body is refused by the handler anyway.
-#[derive(Debug)]
-pub struct NameScanner {
-    target_depth: u32,
-    depth: u32,
-    in_string: bool,
-    escaped: bool,
-    expect_name: bool,
-    capture: Option<Vec<u8>>,
-    closed: bool,
-    invalid: bool,
-    names: Vec<(Vec<u8>, u64)>,
-}
-
-impl NameScanner {
-    /// A scanner for a body of the given shape.
-    pub fn new(shape: BodyShape) -> NameScanner {
-        NameScanner {
-            target_depth: match shape {
-                BodyShape::Command => 1,
-                BodyShape::Pipeline => 2,
-            },
-            depth: 0,
-            in_string: false,
-            escaped: false,
-            expect_name: false,
-            capture: None,
-            closed: false,
-            invalid: false,
-            names: Vec::new(),
-        }
-    }
-
-    /// Feeds the next chunk of the body.
-    pub fn feed(&mut self, chunk: &[u8]) {
-        for &byte in chunk {
-            if self.invalid {
-                return;
-            }
-            self.step(byte);
-        }
-    }
-
-    fn step(&mut self, byte: u8) {
-        if self.in_string {
-            if self.escaped {
-                self.escaped = false;
-                self.capture = None;
-            } else if byte == b'\\' {
-                self.escaped = true;
-                // Escaped names are unusual: count them as `other`.
-                if self.capture.take().is_some() {
-                    self.add(b"");
-                }
-            } else if byte == b'"' {
-                self.in_string = false;
-                if let Some(name) = self.capture.take() {
-                    self.add(&name);
-                }
-            } else if let Some(name) = self.capture.as_mut() {
-                if name.len() < MAX_NAME_BYTES {
-                    name.push(byte);
-                } else {
-                    self.capture = None;
-                    self.add(b"");
-                }
-            }
-            return;
-        }
-        if byte.is_ascii_whitespace() {
-            return;
-        }
-        if self.closed {
-            self.invalid = true;
-            return;
-        }
-        match byte {
-            b'[' => {
-                self.depth += 1;
-                self.expect_name = self.depth == self.target_depth;
-            }
-            b']' => {
-                self.expect_name = false;
-                match self.depth {
-                    0 => self.invalid = true,
-                    1 => {
-                        self.depth = 0;
-                        self.closed = true;
-                    }
-                    _ => self.depth -= 1,
-                }
-            }
-            b'"' => {
-                if self.depth == 0 {
-                    self.invalid = true;
-                    return;
-                }
-                self.in_string = true;
-                if self.expect_name {
-                    self.capture = Some(Vec::with_capacity(8));
-                }
-                self.expect_name = false;
-            }
-            _ => {
-                if self.depth == 0 {
-                    self.invalid = true;
-                }
-                self.expect_name = false;
-            }
-        }
-    }
-
-    fn add(&mut self, name: &[u8]) {
-        let name: Vec<u8> = name.to_ascii_uppercase();
-        if let Some(entry) = self.names.iter_mut().find(|(n, _)| *n == name) {
-            entry.1 += 1;
-        } else if self.names.len() < MAX_NAMES_PER_REQUEST {
-            self.names.push((name, 1));
-        } else if let Some(entry) = self.names.iter_mut().find(|(n, _)| n.is_empty()) {
-            entry.1 += 1;
-        } else {
-            self.names.push((Vec::new(), 1));
-        }
-    }
-
-    /// The names found, upper-cased with their counts, if the body was one
-    /// complete JSON array; `None` otherwise.
-    pub fn finish(self) -> Option<Vec<(Vec<u8>, u64)>> {
-        (self.closed && !self.invalid && !self.in_string).then_some(self.names)
-    }
-}
-
-/// The command name of a path-style request (`/get/key` → `GET`), if any.
-pub fn path_command_name(path: &str) -> Option<&[u8]> {
-    let name = path.trim_start_matches('/').split('/').next()?;
-    (!name.is_empty()).then_some(name.as_bytes())
+fn other_command_counter() -> &'static Counter {
+    static OTHER: OnceLock<Counter> = OnceLock::new();
+    OTHER.get_or_init(|| {
+        handle();
+        metrics::counter!(REDIS_COMMANDS_TOTAL, "command" => "other")
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn scan(shape: BodyShape, chunks: &[&str]) -> Option<Vec<(String, u64)>> {
-        let mut scanner = NameScanner::new(shape);
-        for chunk in chunks {
-            scanner.feed(chunk.as_bytes());
-        }
-        scanner.finish().map(|names| {
-            names
-                .into_iter()
-                .map(|(n, c)| (String::from_utf8(n).unwrap(), c))
-                .collect()
-        })
-    }
-
-    #[test]
-    fn single_command_name() {
-        assert_eq!(
-            scan(BodyShape::Command, &[r#" ["set", "k", "[\"x\"]", 1] "#]),
-            Some(vec![("SET".into(), 1)])
-        );
-    }
-
-    #[test]
-    fn pipeline_names_across_chunk_boundaries() {
-        let body = r#"[["SET","a","]"],["get","a"],  ["SET", "b", "\"["]]"#;
-        let whole = scan(BodyShape::Pipeline, &[body]);
-        assert_eq!(whole, Some(vec![("SET".into(), 2), ("GET".into(), 1)]));
-        for split in 0..body.len() {
-            let (a, b) = body.split_at(split);
-            assert_eq!(
-                scan(BodyShape::Pipeline, &[a, b]),
-                whole,
-                "split at {split}"
-            );
-        }
-    }
-
-    #[test]
-    fn keys_never_become_names() {
-        let names = scan(BodyShape::Pipeline, &[r#"[["GET","secret-key"]]"#]).unwrap();
-        assert_eq!(names, vec![("GET".into(), 1)]);
-    }
-
-    #[test]
-    fn malformed_bodies_count_nothing() {
-        assert_eq!(scan(BodyShape::Command, &[r#"["SET","k""#]), None);
-        assert_eq!(scan(BodyShape::Command, &[r#"["SET"] x"#]), None);
-        assert_eq!(scan(BodyShape::Command, &[r#"{"a":1}"#]), None);
-        assert_eq!(scan(BodyShape::Command, &[""]), None);
-    }
-
-    #[test]
-    fn odd_names_are_other() {
-        let names = scan(BodyShape::Command, &[r#"["S\u0045T","k"]"#]).unwrap();
-        assert_eq!(names, vec![("".into(), 1)]);
-        let long = format!(r#"["{}"]"#, "x".repeat(100));
-        assert_eq!(scan(BodyShape::Command, &[&long]).unwrap()[0].0, "");
-    }
-
-    #[test]
-    fn path_names() {
-        assert_eq!(path_command_name("/get/k"), Some(&b"get"[..]));
-        assert_eq!(path_command_name("/dbsize"), Some(&b"dbsize"[..]));
-        assert_eq!(path_command_name("/"), None);
-    }
 
     #[test]
     fn labels_need_a_table() {

@@ -8,6 +8,7 @@
 //! Commands are never replayed after a reconnect (`max_command_attempts = 1`):
 //! a caller gets a 503 and decides, rather than a write applied twice.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -21,8 +22,10 @@ use fred::types::config::{ReplicaConfig, UnresponsiveConfig};
 use fred::types::{Builder, ClusterHash, CustomCommand, Value};
 
 use crate::protocol::reply::{self, Frame};
+use mux::{Endpoint, Mux, MuxSettings};
 
 pub mod blocking;
+pub mod mux;
 pub mod pubsub;
 pub mod tls;
 
@@ -51,6 +54,8 @@ pub struct BackendSettings {
     pub command_buffer: usize,
     /// Longest delay between reconnection attempts.
     pub reconnect_max_delay: Duration,
+    /// Shared commands on a plain single node go through [`mux`] instead of fred.
+    pub own_multiplexer: bool,
 }
 
 /// A transport-level failure: Redis did not give an answer.
@@ -148,6 +153,8 @@ pub struct Backend {
     /// Applied to every command: fail at once while disconnected, never replay.
     options: Options,
     read_from_replicas: bool,
+    /// restash's own batching connections (plain single node only).
+    mux: Option<Arc<Mux>>,
 }
 
 impl Backend {
@@ -177,8 +184,32 @@ impl Backend {
             },
             ..base
         });
+        let endpoint = settings
+            .own_multiplexer
+            .then(|| FredConfig::from_url(&settings.url).ok())
+            .flatten()
+            .and_then(|config| Endpoint::from_config(&config));
+        let mux = endpoint.map(|endpoint| {
+            Arc::new(Mux::start(
+                endpoint,
+                &MuxSettings {
+                    connections: settings.connections.max(1),
+                    command_timeout: settings.command_timeout,
+                    connect_timeout: settings.connect_timeout,
+                    reconnect_max_delay: settings.reconnect_max_delay,
+                    command_buffer: settings.command_buffer,
+                },
+            ))
+        });
+        // With the multiplexer, fred's shared pool only answers questions about
+        // the deployment: one connection is enough.
+        let fred_shared = if mux.is_some() {
+            1
+        } else {
+            settings.connections.max(1)
+        };
         let shared = builder
-            .build_pool(settings.connections.max(1))
+            .build_pool(fred_shared)
             .map_err(|e| BackendError::Config(e.to_string()))?;
         let transactions = builder
             .build_exclusive_pool(settings.transaction_connections.max(1))
@@ -189,7 +220,8 @@ impl Backend {
                 Ok(())
             });
         }
-        crate::metrics::set_pool_size("shared", shared.size());
+        let shared_size = mux.as_ref().map_or(shared.size(), |mux| mux.size());
+        crate::metrics::set_pool_size("shared", shared_size);
         crate::metrics::set_pool_size("transactions", transactions.size());
         shared.connect_pool();
         transactions.connect_pool().await;
@@ -203,15 +235,21 @@ impl Backend {
                 ..Options::default()
             },
             read_from_replicas: settings.read_from_replicas,
+            mux,
         })
     }
 
     /// Waits until the shared connections are up, for at most `limit`.
     pub async fn wait_until_connected(&self, limit: Duration) -> bool {
-        let connected = matches!(
+        let started = std::time::Instant::now();
+        let mut connected = matches!(
             tokio::time::timeout(limit, self.shared.wait_for_connect()).await,
             Ok(Ok(()))
         );
+        if let Some(mux) = &self.mux {
+            let left = limit.saturating_sub(started.elapsed());
+            connected = connected && mux.wait_until_connected(left).await;
+        }
         if connected && self.reads_from_replicas() {
             // fred learns the replicas of each primary on demand; learn them now.
             for client in self.shared.clients() {
@@ -279,6 +317,9 @@ impl Backend {
         args: Vec<Bytes>,
         target: Target,
     ) -> Result<Frame, BackendError> {
+        if let (Some(mux), Target::Default | Target::AnyNode) = (&self.mux, &target) {
+            return mux.one(args).await;
+        }
         let client = self.shared.next();
         send_one(client, self.to_custom(args, &target))
             .await
@@ -298,6 +339,18 @@ impl Backend {
         &self,
         commands: Vec<(Vec<Bytes>, Target)>,
     ) -> Result<Vec<Frame>, BackendError> {
+        let plain = |(_, target): &(Vec<Bytes>, Target)| {
+            matches!(target, Target::Default | Target::AnyNode)
+        };
+        if let Some(mux) = self.mux.as_ref().filter(|_| commands.iter().all(plain)) {
+            let mut replies = Vec::with_capacity(commands.len());
+            let mut commands = commands.into_iter().map(|(args, _)| args).peekable();
+            while commands.peek().is_some() {
+                let chunk: Vec<_> = commands.by_ref().take(PIPELINE_CHUNK).collect();
+                replies.extend(mux.many(chunk).await?);
+            }
+            return Ok(replies);
+        }
         let client = self.shared.next().clone();
         let mut replies = Vec::with_capacity(commands.len());
         let mut commands = commands.into_iter().peekable();
@@ -363,6 +416,9 @@ impl Backend {
 
     /// Closes every connection.
     pub async fn shutdown(&self) {
+        if let Some(mux) = &self.mux {
+            mux.shutdown();
+        }
         let _ = self.shared.quit().await;
         for client in self.transactions.clients() {
             let _ = client.lock().await.quit().await;

@@ -6,7 +6,7 @@ use axum::http::{header, HeaderValue, Method, Uri};
 use axum::response::{IntoResponse, Response};
 
 use super::extract::{Caller, RawBody, ReplyFormat, SyncToken};
-use super::layers::SYNC_TOKEN_HEADER;
+use super::gate::SYNC_TOKEN_HEADER;
 use super::AppState;
 use crate::auth::Principal;
 use crate::backend::TransactionOutcome;
@@ -27,6 +27,7 @@ pub async fn json_command(
     RawBody(body): RawBody,
 ) -> Result<Response, ApiError> {
     let command = parse_command_json(&body)?;
+    count_commands(&state, std::slice::from_ref(&command));
     let state = state.for_caller(&caller)?;
     run_single(&state, &caller, format, sync, command).await
 }
@@ -43,8 +44,19 @@ pub async fn path_command(
 ) -> Result<Response, ApiError> {
     let body = (method == Method::POST || method == Method::PUT).then_some(body);
     let command = parse_path_command(uri.path(), body, uri.query())?;
+    count_commands(&state, std::slice::from_ref(&command));
     let state = state.for_caller(&caller)?;
     run_single(&state, &caller, format, sync, command).await
+}
+
+/// Counts received commands by name for `/metrics`.
+fn count_commands(state: &AppState, commands: &[Command]) {
+    let table = state.command_table();
+    for command in commands {
+        if let Some(name) = command.args.first() {
+            crate::metrics::record_command(name, table.as_deref());
+        }
+    }
 }
 
 async fn run_single(
@@ -188,6 +200,7 @@ pub async fn pipeline(
 ) -> Result<Response, ApiError> {
     let commands = parse_pipeline_json(&body)?;
     drop(body);
+    count_commands(&state, &commands);
     let state = state.for_caller(&caller)?;
     let table = state.command_table();
     let mut batch = Batch::prepare(commands, &caller, &state, table.as_deref(), false)?;
@@ -218,6 +231,7 @@ pub async fn multi_exec(
     }
     let commands = parse_pipeline_json(&body)?;
     drop(body);
+    count_commands(&state, &commands);
     let state = state.for_caller(&caller)?;
     let table = state.command_table();
     let mut batch = Batch::prepare(commands, &caller, &state, table.as_deref(), true)?;

@@ -28,13 +28,10 @@ impl FromRequestParts<AppState> for Caller {
     type Rejection = Response;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Response> {
-        let endpoint = parts
-            .extensions
-            .get::<MatchedPath>()
-            .map_or("request", |m| m.as_str())
-            .to_string();
+        let matched = parts.extensions.get::<MatchedPath>().cloned();
+        let endpoint = matched.as_ref().map_or("request", MatchedPath::as_str);
         let unauthorized = |error: AuthError| {
-            audit::refused(None, &endpoint, error.reason(), error.text());
+            audit::refused(None, endpoint, error.reason(), error.text());
             json_error(StatusCode::UNAUTHORIZED, error.text())
         };
         let header = match parts.headers.get(AUTHORIZATION) {
@@ -48,7 +45,7 @@ impl FromRequestParts<AppState> for Caller {
         let token = presented_token(header, parts.uri.query())
             .ok_or_else(|| unauthorized(AuthError::Invalid))?;
         let principal = state.auth().authenticate(&token).map_err(unauthorized)?;
-        if let Some(stream) = stream_route(&endpoint) {
+        if let Some(stream) = stream_route(endpoint) {
             check_stream(&principal, stream, parts.uri.path()).map_err(|e| e.into_response())?;
         }
         let table = state.default_command_table();
@@ -57,7 +54,7 @@ impl FromRequestParts<AppState> for Caller {
             .admit(&principal, state.default_backend(), table.as_deref())
             .await
         {
-            return Err(rate_limited(&principal, &endpoint, wait));
+            return Err(rate_limited(&principal, endpoint, wait));
         }
         Ok(Caller(principal))
     }

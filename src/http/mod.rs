@@ -3,11 +3,9 @@
 mod cache;
 mod commands;
 mod extract;
+mod gate;
 mod health;
-mod layers;
-mod metered;
 mod operations;
-mod overload;
 mod serve;
 mod sse;
 mod state;
@@ -33,7 +31,7 @@ pub fn router(state: AppState) -> Router {
                 .put(commands::path_command),
         )
         // The cache-aside API; never a Redis command.
-        .route("/cache", any(layers::not_found))
+        .route("/cache", any(gate::not_found))
         .route("/cache/{*rest}", any(cache::dispatch))
         // Server-Sent Events: Pub/Sub and MONITOR.
         .route(
@@ -55,10 +53,14 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(operations::metrics))
         .route("/openapi.yaml", get(operations::openapi))
-        .fallback(layers::not_found)
-        .layer(DefaultBodyLimit::max(body_limit))
+        .fallback(gate::not_found)
         .with_state(state.clone());
-    layers::apply(api, &state)
+    // One `Router::layer` call: each call adds a boxed service per request.
+    api.layer(
+        tower::ServiceBuilder::new()
+            .layer(gate::GateLayer::new(&state))
+            .layer(DefaultBodyLimit::max(body_limit)),
+    )
 }
 
 /// Answers CORS preflights and adds CORS headers for `origins` (`*`: any origin), so

@@ -8,6 +8,7 @@ mod deploy;
 mod failover;
 mod faults;
 mod harness;
+mod multiplexer;
 mod process;
 mod protocol;
 mod pubsub;

@@ -1,0 +1,261 @@
+//! restash's own multiplexed connections to a single Redis node (issue 7).
+//!
+//! fred writes each command with its own flush, so Redis sees about 1.6
+//! commands per read at 50 concurrent callers and the gateway pays fred's
+//! per-command bookkeeping (options, timers, routing). On a plain single node
+//! (`redis://` or `redis+unix://`, no TLS) restash uses these connections
+//! instead for every shared command: each [`link`] writes every command queued
+//! since its last write in one system call and matches replies in order.
+//! Clusters, Sentinel, `rediss://` and transactions stay on fred.
+//! `RESTASH_REDIS_MULTIPLEXER=fred` turns this off.
+
+mod codec;
+mod link;
+
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use fred::types::config::{Config as FredConfig, ServerConfig};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::{mpsc, oneshot};
+
+use super::BackendError;
+use crate::protocol::reply::Frame;
+use link::{Job, LinkSettings, LinkState};
+
+/// Where the multiplexed connections go, and how they log in.
+#[derive(Debug)]
+pub struct Endpoint {
+    address: Address,
+    /// `AUTH` and `SELECT`, sent on every new connection.
+    handshake: Vec<Vec<Bytes>>,
+}
+
+#[derive(Debug)]
+enum Address {
+    Tcp { host: String, port: u16 },
+    Unix(PathBuf),
+}
+
+impl fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.address {
+            Address::Tcp { host, port } => write!(f, "{host}:{port}"),
+            Address::Unix(path) => write!(f, "unix:{}", path.display()),
+        }
+    }
+}
+
+/// The halves of an open, handshaken connection.
+type Halves = (
+    Box<dyn AsyncRead + Send + Unpin>,
+    Box<dyn AsyncWrite + Send + Unpin>,
+);
+
+impl Endpoint {
+    /// The endpoint of a single-node, non-TLS configuration; `None` for clusters,
+    /// Sentinel and TLS (those use fred).
+    pub fn from_config(config: &FredConfig) -> Option<Endpoint> {
+        if config.tls.is_some() {
+            return None;
+        }
+        let address = match &config.server {
+            ServerConfig::Centralized { server } => Address::Tcp {
+                host: server.host.to_string(),
+                port: server.port,
+            },
+            ServerConfig::Unix { path } => Address::Unix(path.clone()),
+            _ => return None,
+        };
+        let mut handshake = Vec::new();
+        if let Some(password) = &config.password {
+            let mut auth = vec![Bytes::from_static(b"AUTH")];
+            if let Some(username) = &config.username {
+                auth.push(Bytes::from(username.clone()));
+            }
+            auth.push(Bytes::from(password.clone()));
+            handshake.push(auth);
+        }
+        if let Some(db) = config.database.filter(|db| *db != 0) {
+            handshake.push(vec![
+                Bytes::from_static(b"SELECT"),
+                Bytes::from(db.to_string()),
+            ]);
+        }
+        Some(Endpoint { address, handshake })
+    }
+
+    /// Opens and handshakes one connection within `limit`.
+    async fn connect(&self, limit: Duration) -> Result<Halves, String> {
+        let connecting = async {
+            match &self.address {
+                Address::Tcp { host, port } => {
+                    let mut stream = tokio::net::TcpStream::connect((host.as_str(), *port))
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    let _ = stream.set_nodelay(true);
+                    link::handshake(&mut stream, &self.handshake).await?;
+                    let (r, w) = stream.into_split();
+                    Ok::<Halves, String>((Box::new(r), Box::new(w)))
+                }
+                Address::Unix(path) => {
+                    let mut stream = tokio::net::UnixStream::connect(path)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    link::handshake(&mut stream, &self.handshake).await?;
+                    let (r, w) = stream.into_split();
+                    Ok::<Halves, String>((Box::new(r), Box::new(w)))
+                }
+            }
+        };
+        tokio::time::timeout(limit, connecting)
+            .await
+            .map_err(|_| format!("no connection within {} ms", limit.as_millis()))?
+    }
+}
+
+/// Settings of the multiplexed connections.
+#[derive(Debug, Clone)]
+pub struct MuxSettings {
+    /// How many connections (callers are spread round-robin).
+    pub connections: usize,
+    /// Longest wait for one reply (504 after it).
+    pub command_timeout: Duration,
+    /// Longest wait for a connection and its handshake.
+    pub connect_timeout: Duration,
+    /// Longest delay between reconnection attempts.
+    pub reconnect_max_delay: Duration,
+    /// Commands waiting per connection before callers get 503.
+    pub command_buffer: usize,
+}
+
+/// A set of multiplexed connections to one Redis node, shared by every caller.
+pub struct Mux {
+    links: Vec<Link>,
+    next: AtomicUsize,
+    command_timeout: Duration,
+    command_buffer: usize,
+}
+
+struct Link {
+    jobs: mpsc::UnboundedSender<Job>,
+    state: Arc<LinkState>,
+}
+
+impl Mux {
+    /// Starts the connections in the background (callers get 503 until they are up).
+    pub fn start(endpoint: Endpoint, settings: &MuxSettings) -> Mux {
+        let endpoint = Arc::new(endpoint);
+        let link_settings = LinkSettings {
+            command_timeout: settings.command_timeout,
+            connect_timeout: settings.connect_timeout,
+            reconnect_max_delay: settings.reconnect_max_delay,
+        };
+        let links = (0..settings.connections.max(1))
+            .map(|_| {
+                let (jobs, state) = link::spawn(endpoint.clone(), link_settings.clone());
+                Link { jobs, state }
+            })
+            .collect();
+        Mux {
+            links,
+            next: AtomicUsize::new(0),
+            command_timeout: settings.command_timeout,
+            command_buffer: settings.command_buffer.max(1),
+        }
+    }
+
+    /// How many connections the set holds.
+    pub fn size(&self) -> usize {
+        self.links.len()
+    }
+
+    /// Runs one command; Redis error replies are frames, `Err` is a transport failure.
+    pub async fn one(&self, args: Vec<Bytes>) -> Result<Frame, BackendError> {
+        let link = self.reserve(1)?;
+        let (reply, answer) = oneshot::channel();
+        self.send(link, Job::One { args, reply }, 1)?;
+        self.wait(answer).await?
+    }
+
+    /// Runs commands back to back on one connection: in order, one reply each.
+    pub async fn many(&self, commands: Vec<Vec<Bytes>>) -> Result<Vec<Frame>, BackendError> {
+        let count = commands.len();
+        if count == 0 {
+            return Ok(Vec::new());
+        }
+        let link = self.reserve(count)?;
+        let (reply, answer) = oneshot::channel();
+        self.send(link, Job::Many { commands, reply }, count)?;
+        self.wait(answer).await?
+    }
+
+    /// Waits until every connection is open, for at most `limit`.
+    pub async fn wait_until_connected(&self, limit: Duration) -> bool {
+        let all_open = async {
+            for link in &self.links {
+                loop {
+                    let opened = link.state.opened.notified();
+                    if link.state.connected.load(Ordering::Acquire) {
+                        break;
+                    }
+                    opened.await;
+                }
+            }
+        };
+        tokio::time::timeout(limit, all_open).await.is_ok()
+    }
+
+    /// Closes every connection; waiting callers get 503.
+    pub fn shutdown(&self) {
+        for link in &self.links {
+            link.state.shut_down();
+        }
+    }
+
+    /// Picks a connected link with room for `count` more commands and counts them.
+    fn reserve(&self, count: usize) -> Result<&Link, BackendError> {
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        let len = self.links.len();
+        let link = (0..len)
+            .map(|i| &self.links[(start + i) % len])
+            .find(|link| link.state.connected.load(Ordering::Acquire))
+            .ok_or_else(|| BackendError::Unavailable("not connected to Redis".into()))?;
+        let before = link.state.queued.fetch_add(count, Ordering::AcqRel);
+        if before >= self.command_buffer {
+            link.state.queued.fetch_sub(count, Ordering::AcqRel);
+            return Err(BackendError::Unavailable(format!(
+                "{before} commands already wait for Redis on this connection (RESTASH_COMMAND_BUFFER)"
+            )));
+        }
+        Ok(link)
+    }
+
+    fn send(&self, link: &Link, job: Job, count: usize) -> Result<(), BackendError> {
+        link.jobs.send(job).map_err(|_| {
+            link.state.queued.fetch_sub(count, Ordering::AcqRel);
+            BackendError::Unavailable("restash is shutting down".into())
+        })
+    }
+
+    async fn wait<T>(
+        &self,
+        answer: oneshot::Receiver<Result<T, BackendError>>,
+    ) -> Result<Result<T, BackendError>, BackendError> {
+        match tokio::time::timeout(self.command_timeout, answer).await {
+            Ok(Ok(result)) => Ok(result),
+            Ok(Err(_)) => Err(BackendError::Unavailable("connection to Redis lost".into())),
+            Err(_) => Err(BackendError::Timeout(self.command_timeout.as_millis())),
+        }
+    }
+}
+
+impl Drop for Mux {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}

@@ -1,0 +1,325 @@
+//! The one layer around every route: request ids, the concurrency limit, the
+//! request timeout, panic containment, Upstash's JSON error shape for every error
+//! answer, the `upstash-sync-token` header, logs and metrics.
+//!
+//! It is a single hand-written service rather than a stack of middleware
+//! because each stacked layer costs an allocation, a dynamic call and a copy of
+//! the request future per request, and this is restash's hot path (issue 7).
+//!
+//! Per request, in order:
+//! 1. `x-request-id`: the client's, else `<process-random>-<counter>`; echoed on the answer;
+//! 2. `Authorization` is marked sensitive (never printed by `Debug`);
+//! 3. load shedding: beyond `RESTASH_MAX_CONCURRENCY` requests in flight, a JSON 503
+//!    with `Retry-After: 1` at once (`/healthz` and `/metrics` are never shed);
+//! 4. the route runs inside a `debug` span (id, method, path; never the query,
+//!    which may hold `_token`), bounded by the request timeout (JSON 408), with
+//!    panics turned into a JSON 500;
+//! 5. non-JSON error answers (405 from the router, 413, …) become `{"error": …}`;
+//!    `upstash-sync-token` is added unless the handler set one;
+//! 6. 5xx answers are logged at `error` with the request id; every answer is counted.
+
+use std::convert::Infallible;
+use std::fmt::Write;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use axum::extract::{MatchedPath, Request};
+use axum::http::{header, HeaderName, HeaderValue, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use futures::FutureExt;
+use tokio::sync::Semaphore;
+use tower::{Layer, Service, ServiceExt};
+use tracing::Instrument;
+
+use super::AppState;
+use crate::error::{json_error, ApiError, TOO_LARGE_TEXT};
+use crate::metrics::{self, InFlight};
+
+/// The response header clients echo for read-your-writes.
+pub const SYNC_TOKEN_HEADER: HeaderName = HeaderName::from_static("upstash-sync-token");
+/// The request id header, read from the request and echoed on the answer.
+const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
+/// Error text of a shed request.
+pub const BUSY_TEXT: &str = "ERR server busy: too many requests in flight, retry later";
+/// Route label of requests that matched no route (never the raw path).
+const UNMATCHED: &str = "unmatched";
+
+/// Builds [`Gate`] services around each route.
+#[derive(Clone)]
+pub struct GateLayer {
+    shared: Arc<Shared>,
+}
+
+impl GateLayer {
+    /// The layer for `state`'s limits.
+    pub fn new(state: &AppState) -> GateLayer {
+        // Install the recorder before any request records a metric.
+        metrics::handle();
+        let limits = state.limits();
+        GateLayer {
+            shared: Arc::new(Shared {
+                state: state.clone(),
+                permits: Arc::new(Semaphore::new(limits.max_concurrency)),
+                request_timeout: limits.request_timeout,
+                ids: RequestIds::new(),
+            }),
+        }
+    }
+}
+
+impl<S> Layer<S> for GateLayer {
+    type Service = Gate<S>;
+
+    fn layer(&self, inner: S) -> Gate<S> {
+        Gate {
+            inner,
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+/// The service [`GateLayer`] wraps around a route.
+#[derive(Clone)]
+pub struct Gate<S> {
+    inner: S,
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    state: AppState,
+    permits: Arc<Semaphore>,
+    request_timeout: Duration,
+    ids: RequestIds,
+}
+
+impl<S> Service<Request> for Gate<S>
+where
+    S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        // The clone is the one not yet polled ready; keep the ready one for this call.
+        let clone = self.inner.clone();
+        let inner = std::mem::replace(&mut self.inner, clone);
+        let shared = self.shared.clone();
+        Box::pin(async move { Ok(shared.handle(request, inner).await) })
+    }
+}
+
+impl Shared {
+    async fn handle<S>(&self, mut request: Request, inner: S) -> Response
+    where
+        S: Service<Request, Response = Response, Error = Infallible> + Send,
+        S::Future: Send,
+    {
+        let started = Instant::now();
+        let _in_flight = InFlight::start();
+        let id = match request.headers().get(REQUEST_ID_HEADER) {
+            Some(id) => id.clone(),
+            None => {
+                let id = self.ids.next();
+                request.headers_mut().insert(REQUEST_ID_HEADER, id.clone());
+                id
+            }
+        };
+        if let Some(auth) = request.headers_mut().get_mut(header::AUTHORIZATION) {
+            auth.set_sensitive(true);
+        }
+        let route = request.extensions().get::<MatchedPath>().cloned();
+        let route = route.as_ref().map_or(UNMATCHED, MatchedPath::as_str);
+        let method = request.method().clone();
+        let uri = request.uri().clone();
+
+        let (response, shed) = self.run(request, inner, &id, &method, &uri).await;
+        let mut response = json_errors(response);
+        response
+            .headers_mut()
+            .entry(SYNC_TOKEN_HEADER)
+            .or_insert_with(|| self.state.sync_token());
+        response.headers_mut().insert(REQUEST_ID_HEADER, id.clone());
+
+        let status = response.status();
+        if status.is_server_error() {
+            tracing::error!(
+                request_id = ?id,
+                %method,
+                path = uri.path(),
+                status = status.as_u16(),
+                latency_ms = started.elapsed().as_millis() as u64,
+                "request failed"
+            );
+        }
+        metrics::record_request(route, method.as_str(), status.as_u16(), started.elapsed());
+        let probe = matches!(route, "/healthz" | "/readyz" | "/metrics");
+        if !probe && !shed {
+            metrics::record_redis_error(status.as_u16());
+        }
+        response
+    }
+
+    /// Runs the route under the concurrency limit, the timeout and a panic guard;
+    /// also says whether the request was shed.
+    async fn run<S>(
+        &self,
+        request: Request,
+        inner: S,
+        id: &HeaderValue,
+        method: &Method,
+        uri: &Uri,
+    ) -> (Response, bool)
+    where
+        S: Service<Request, Response = Response, Error = Infallible> + Send,
+        S::Future: Send,
+    {
+        let never_shed = matches!(uri.path(), "/healthz" | "/metrics");
+        let permit = if never_shed {
+            None
+        } else {
+            match self.permits.clone().try_acquire_owned() {
+                Ok(permit) => Some(permit),
+                Err(_) => {
+                    metrics::record_load_shed();
+                    let mut response = json_error(StatusCode::SERVICE_UNAVAILABLE, BUSY_TEXT);
+                    response
+                        .headers_mut()
+                        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                    return (response, true);
+                }
+            }
+        };
+        let span = tracing::debug_span!("request", id = ?id, %method, path = uri.path());
+        let guarded = AssertUnwindSafe(inner.oneshot(request)).catch_unwind();
+        let outcome = tokio::time::timeout(self.request_timeout, guarded)
+            .instrument(span)
+            .await;
+        drop(permit);
+        let response = match outcome {
+            Ok(Ok(Ok(response))) => response,
+            Ok(Ok(Err(never))) => match never {},
+            Ok(Err(_panic)) => {
+                tracing::error!(request_id = ?id, "handler panicked");
+                json_error(StatusCode::INTERNAL_SERVER_ERROR, "ERR internal error")
+            }
+            Err(_elapsed) => json_error(StatusCode::REQUEST_TIMEOUT, "ERR request timeout"),
+        };
+        (response, false)
+    }
+}
+
+/// Turns any non-JSON error answer (405 from the router, 413 from a body limit, …)
+/// into Upstash's `{"error": …}` shape, keeping `Allow`.
+fn json_errors(response: Response) -> Response {
+    let status = response.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return response;
+    }
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if is_json {
+        return response;
+    }
+    let mut replaced = json_error(status, &default_error_text(status));
+    if let Some(allow) = response.headers().get(header::ALLOW) {
+        replaced.headers_mut().insert(header::ALLOW, allow.clone());
+    }
+    if let Some(retry) = response.headers().get(header::RETRY_AFTER) {
+        replaced
+            .headers_mut()
+            .insert(header::RETRY_AFTER, retry.clone());
+    }
+    replaced
+}
+
+fn default_error_text(status: StatusCode) -> String {
+    match status {
+        StatusCode::NOT_FOUND => "ERR not found".to_string(),
+        StatusCode::METHOD_NOT_ALLOWED => "ERR method not allowed".to_string(),
+        StatusCode::PAYLOAD_TOO_LARGE => TOO_LARGE_TEXT.to_string(),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "ERR unsupported media type".to_string(),
+        other => format!(
+            "ERR {}",
+            other
+                .canonical_reason()
+                .unwrap_or("request failed")
+                .to_lowercase()
+        ),
+    }
+}
+
+/// Fallback for routes that do not exist.
+pub async fn not_found(uri: Uri) -> Response {
+    ApiError::NotFound(format!("ERR no such endpoint: {}", uri.path())).into_response()
+}
+
+/// Request ids `<process-random>-<counter>`: unique, cheap, and sortable per process.
+struct RequestIds {
+    prefix: String,
+    next: AtomicU64,
+}
+
+impl RequestIds {
+    fn new() -> RequestIds {
+        RequestIds {
+            prefix: format!("{:08x}", rand::random::<u32>()),
+            next: AtomicU64::new(1),
+        }
+    }
+
+    fn next(&self) -> HeaderValue {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        let mut text = String::with_capacity(self.prefix.len() + 21);
+        text.push_str(&self.prefix);
+        text.push('-');
+        let _ = write!(text, "{n}");
+        HeaderValue::from_maybe_shared(bytes::Bytes::from(text))
+            .unwrap_or_else(|_| HeaderValue::from_static("-"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_ids_count_up_under_one_prefix() {
+        let ids = RequestIds::new();
+        let first = ids.next();
+        let second = ids.next();
+        let first = first.to_str().unwrap();
+        let second = second.to_str().unwrap();
+        assert_eq!(first.len(), 10);
+        assert!(first.ends_with("-1") && second.ends_with("-2"));
+        assert_eq!(first[..8], second[..8]);
+    }
+
+    #[test]
+    fn plain_error_answers_become_json() {
+        let plain = Response::builder()
+            .status(StatusCode::METHOD_NOT_ALLOWED)
+            .header(header::ALLOW, "GET")
+            .body(axum::body::Body::empty())
+            .unwrap();
+        let replaced = json_errors(plain);
+        assert_eq!(replaced.status(), StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(replaced.headers()[header::ALLOW], "GET");
+        assert!(replaced.headers()[header::CONTENT_TYPE]
+            .to_str()
+            .unwrap()
+            .starts_with("application/json"));
+    }
+}
