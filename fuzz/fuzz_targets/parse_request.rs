@@ -12,8 +12,8 @@ fuzz_target!(|data: &[u8]| {
     let Some((&selector, rest)) = data.split_first() else {
         return;
     };
-    let _ = parse_command_json(rest);
-    let _ = parse_pipeline_json(rest);
+    let _ = parse_command_json(bytes::Bytes::copy_from_slice(rest));
+    let _ = parse_pipeline_json(bytes::Bytes::copy_from_slice(rest));
 
     for shape in [BodyShape::Command, BodyShape::Pipeline] {
         let mut scanner = NameScanner::new(shape);

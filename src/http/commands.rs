@@ -26,7 +26,7 @@ pub async fn json_command(
     SyncToken(sync): SyncToken,
     RawBody(body): RawBody,
 ) -> Result<Response, ApiError> {
-    let command = parse_command_json(&body)?;
+    let command = parse_command_json(body)?;
     count_commands(&state, std::slice::from_ref(&command));
     let state = state.for_caller(&caller)?;
     run_single(&state, &caller, format, sync, command).await
@@ -198,8 +198,7 @@ pub async fn pipeline(
     SyncToken(sync): SyncToken,
     RawBody(body): RawBody,
 ) -> Result<Response, ApiError> {
-    let commands = parse_pipeline_json(&body)?;
-    drop(body);
+    let commands = parse_pipeline_json(body)?;
     count_commands(&state, &commands);
     let state = state.for_caller(&caller)?;
     let table = state.command_table();
@@ -229,8 +228,7 @@ pub async fn multi_exec(
             "ERR Upstash-Response-Format: resp2 is not supported for /multi-exec".into(),
         ));
     }
-    let commands = parse_pipeline_json(&body)?;
-    drop(body);
+    let commands = parse_pipeline_json(body)?;
     count_commands(&state, &commands);
     let state = state.for_caller(&caller)?;
     let table = state.command_table();

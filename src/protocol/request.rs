@@ -84,14 +84,18 @@ pub enum RequestError {
 }
 
 /// Parses `POST /` bodies: one JSON array of arguments.
-pub fn parse_command_json(body: &[u8]) -> Result<Command, RequestError> {
-    let items: Vec<&RawValue> = parse_array(body, RequestError::NotAnArray)?;
-    command_from_raw(&items)
+///
+/// Arguments are slices of `body` (no copy) unless they contain JSON escapes.
+pub fn parse_command_json(body: impl Into<Bytes>) -> Result<Command, RequestError> {
+    let body = body.into();
+    let items = parse_array(&body, RequestError::NotAnArray)?;
+    command_from_raw(&body, &items)
 }
 
 /// Parses `/pipeline` and `/multi-exec` bodies: a JSON array of command arrays.
-pub fn parse_pipeline_json(body: &[u8]) -> Result<Vec<Command>, RequestError> {
-    let items: Vec<&RawValue> = parse_array(body, RequestError::NotAnArrayOfCommands)?;
+pub fn parse_pipeline_json(body: impl Into<Bytes>) -> Result<Vec<Command>, RequestError> {
+    let body = body.into();
+    let items = parse_array(&body, RequestError::NotAnArrayOfCommands)?;
     if items.is_empty() {
         return Err(RequestError::EmptyPipeline);
     }
@@ -103,34 +107,36 @@ pub fn parse_pipeline_json(body: &[u8]) -> Result<Vec<Command>, RequestError> {
             }
             let inner: Vec<&RawValue> = serde_json::from_str(item.get())
                 .map_err(|e| RequestError::MalformedJson(e.to_string()))?;
-            command_from_raw(&inner)
+            command_from_raw(&body, &inner)
         })
         .collect()
 }
 
-fn parse_array(body: &[u8], not_array: RequestError) -> Result<Vec<&RawValue>, RequestError> {
+/// The items of the top-level array, in one pass; on failure, a second look
+/// tells "not JSON" from "JSON, but not an array".
+fn parse_array(body: &Bytes, not_array: RequestError) -> Result<Vec<&RawValue>, RequestError> {
     let text = std::str::from_utf8(body)
         .map_err(|_| RequestError::MalformedJson("the body is not valid UTF-8".into()))?;
-    let trimmed = text.trim_start();
-    if trimmed.is_empty() {
+    if text.trim_start().is_empty() {
         return Err(RequestError::MalformedJson("the body is empty".into()));
     }
-    // Check validity first so that `{"a":1}` reports "not an array", `[1,` reports bad JSON.
-    let value: &RawValue =
-        serde_json::from_str(text).map_err(|e| RequestError::MalformedJson(e.to_string()))?;
-    if !value.get().starts_with('[') {
-        return Err(not_array);
+    match serde_json::from_str::<Vec<&RawValue>>(text) {
+        Ok(items) => Ok(items),
+        Err(array_error) => match serde_json::from_str::<&RawValue>(text) {
+            Ok(value) if !value.get().starts_with('[') => Err(not_array),
+            Ok(_) => Err(RequestError::MalformedJson(array_error.to_string())),
+            Err(error) => Err(RequestError::MalformedJson(error.to_string())),
+        },
     }
-    serde_json::from_str(value.get()).map_err(|e| RequestError::MalformedJson(e.to_string()))
 }
 
-fn command_from_raw(items: &[&RawValue]) -> Result<Command, RequestError> {
+fn command_from_raw(body: &Bytes, items: &[&RawValue]) -> Result<Command, RequestError> {
     if items.is_empty() {
         return Err(RequestError::EmptyCommand);
     }
     let mut args = Vec::with_capacity(items.len());
     for (index, raw) in items.iter().enumerate() {
-        let arg = argument_from_raw(raw, index + 1)?;
+        let arg = argument_from_raw(body, raw, index + 1)?;
         if index == 0 && !is_valid_command_name(raw, &arg) {
             return Err(RequestError::BadCommandName);
         }
@@ -149,16 +155,23 @@ pub fn is_valid_name_bytes(name: &[u8]) -> bool {
     !name.is_empty() && name.iter().all(|b| b.is_ascii_graphic() || *b >= 0x80)
 }
 
-fn argument_from_raw(raw: &RawValue, position: usize) -> Result<Bytes, RequestError> {
+/// One argument; `raw` borrows from `body`, so plain strings and numbers are
+/// slices of it.
+fn argument_from_raw(body: &Bytes, raw: &RawValue, position: usize) -> Result<Bytes, RequestError> {
     let text = raw.get();
     match text.as_bytes().first() {
         Some(b'"') => {
+            let inner = &text.as_bytes()[1..text.len() - 1];
+            if !inner.contains(&b'\\') {
+                // Valid JSON without escapes: the bytes between the quotes are the string.
+                return Ok(body.slice_ref(inner));
+            }
             let s: std::borrow::Cow<'_, str> = serde_json::from_str(text)
                 .map_err(|e| RequestError::MalformedJson(e.to_string()))?;
             Ok(Bytes::from(s.into_owned()))
         }
         // Numbers keep their literal text: no round trip through f64.
-        Some(b'-' | b'0'..=b'9') => Ok(Bytes::copy_from_slice(text.as_bytes())),
+        Some(b'-' | b'0'..=b'9') => Ok(body.slice_ref(text.as_bytes())),
         Some(b't') => Ok(Bytes::from_static(b"true")),
         Some(b'f') => Ok(Bytes::from_static(b"false")),
         Some(b'n') => Err(RequestError::BadArgument {
@@ -223,6 +236,15 @@ pub fn parse_path_command(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    // The tests' bodies are byte literals; the parsers take `Bytes`.
+    fn parse_command_json(body: &[u8]) -> Result<Command, RequestError> {
+        super::parse_command_json(Bytes::copy_from_slice(body))
+    }
+
+    fn parse_pipeline_json(body: &[u8]) -> Result<Vec<Command>, RequestError> {
+        super::parse_pipeline_json(Bytes::copy_from_slice(body))
+    }
 
     fn strings(cmd: &Command) -> Vec<String> {
         cmd.args
