@@ -299,13 +299,31 @@ impl<'a> Connection<'a> {
                 return Ended::Closing;
             };
             let mut next = Some(first);
-            while let Some(job) = next {
-                batch.push(encode(&mut out, job));
-                next = if out.len() < MAX_WRITE_BYTES {
-                    jobs.try_recv().ok()
-                } else {
-                    None
-                };
+            let mut yielded = false;
+            let mut commands = 0;
+            loop {
+                while let Some(job) = next {
+                    commands += job.commands();
+                    batch.push(encode(&mut out, job));
+                    next = if out.len() < MAX_WRITE_BYTES {
+                        jobs.try_recv().ok()
+                    } else {
+                        None
+                    };
+                }
+                // When other commands are in flight (concurrent callers), let the
+                // tasks already woken queue theirs too, once, so that they share
+                // this write. A lone caller does not wait.
+                let in_flight = self.state.queued.load(Ordering::Relaxed);
+                if yielded || out.len() >= MAX_WRITE_BYTES || in_flight <= commands {
+                    break;
+                }
+                yielded = true;
+                tokio::task::yield_now().await;
+                next = jobs.try_recv().ok();
+                if next.is_none() {
+                    break;
+                }
             }
             {
                 let mut waiters = self.lock_waiters();
