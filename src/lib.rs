@@ -123,7 +123,7 @@ pub async fn serve(
         streams_closing.cancel();
         let _ = drained_tx.send(());
     };
-    let server = http::serve(listener, app, config.header_timeout, signal);
+    let server = http::serve(listener, app, config.header_timeout, config.http2, signal);
     tokio::pin!(server);
     let result = tokio::select! {
         result = &mut server => result,

@@ -4,6 +4,8 @@
 //! headers, so restash drives hyper itself (as `axum::serve` does internally):
 //! - the request line and headers must arrive within `header_timeout`, else the
 //!   connection is closed (this also closes keep-alive connections idle that long);
+//! - HTTP/1.1 only, unless `http2` (then HTTP/2 with prior knowledge too): the
+//!   HTTP/2-capable connection costs about 8 KiB more per open connection;
 //! - when `signal` resolves the listener is closed at once (new connections are
 //!   refused), idle connections close, and in-flight requests finish; the returned
 //!   future completes when the last connection has closed.
@@ -12,17 +14,41 @@ use std::future::Future;
 use std::time::Duration;
 
 use axum::Router;
+use hyper::server::conn::http1;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+/// Runs a pinned hyper connection to its end; on `stop`, shuts it down gracefully
+/// (idle keep-alive connections close, in-flight requests finish).
+macro_rules! drive {
+    ($connection:ident, $stop:ident) => {{
+        let mut draining = false;
+        loop {
+            tokio::select! {
+                result = $connection.as_mut() => {
+                    if let Err(error) = result {
+                        tracing::trace!(%error, "connection ended with an error");
+                    }
+                    break;
+                }
+                _ = $stop.wait_for(|stop| *stop), if !draining => {
+                    draining = true;
+                    $connection.as_mut().graceful_shutdown();
+                }
+            }
+        }
+    }};
+}
+
 /// Serves `app` on `listener` until `signal` resolves and every connection has closed.
 pub async fn serve(
     listener: TcpListener,
     app: Router,
     header_timeout: Duration,
+    http2: bool,
     signal: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -54,28 +80,25 @@ pub async fn serve(
         let mut stop = stop_rx.clone();
         let open = open_rx.clone();
         tokio::spawn(async move {
-            let mut builder = Builder::new(TokioExecutor::new());
-            builder
-                .http1()
-                .timer(TokioTimer::new())
-                .header_read_timeout(header_timeout);
-            builder.http2().timer(TokioTimer::new());
-            let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-            tokio::pin!(connection);
-            let mut draining = false;
-            loop {
-                tokio::select! {
-                    result = connection.as_mut() => {
-                        if let Err(error) = result {
-                            tracing::trace!(%error, "connection ended with an error");
-                        }
-                        break;
-                    }
-                    _ = stop.wait_for(|stop| *stop), if !draining => {
-                        draining = true;
-                        connection.as_mut().graceful_shutdown();
-                    }
-                }
+            let io = TokioIo::new(stream);
+            if http2 {
+                let mut builder = Builder::new(TokioExecutor::new());
+                builder
+                    .http1()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(header_timeout);
+                builder.http2().timer(TokioTimer::new());
+                let connection = builder.serve_connection_with_upgrades(io, service);
+                tokio::pin!(connection);
+                drive!(connection, stop);
+            } else {
+                let mut builder = http1::Builder::new();
+                builder
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(header_timeout);
+                let connection = builder.serve_connection(io, service).with_upgrades();
+                tokio::pin!(connection);
+                drive!(connection, stop);
             }
             drop(open);
         });

@@ -1,11 +1,12 @@
-//! Redis over TLS (`rediss://` with an operator-supplied CA) and over a Unix socket.
+//! Redis over TLS (`rediss://` with an operator-supplied CA) and over a Unix socket;
+//! HTTP/2 with prior knowledge on the client side.
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::harness::{free_port, test_config, Gateway};
+use crate::harness::{free_port, test_config, Gateway, RedisServer, TOKEN};
 
 /// A child process killed on drop.
 struct Process(Child);
@@ -202,4 +203,40 @@ async fn redis_over_a_unix_socket() {
         (200, json!({"result": "v"}))
     );
     let _ = std::fs::remove_file(&socket);
+}
+
+/// HTTP/1.1 only by default (an HTTP/2 connection costs more memory per open
+/// connection); `RESTASH_HTTP2=true` also accepts HTTP/2 with prior knowledge.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_prior_knowledge_only_when_enabled() {
+    let redis = RedisServer::start();
+    let h2 = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .expect("client");
+
+    let plain = Gateway::start(&redis).await;
+    let refused = h2.get(plain.at("/healthz")).send().await;
+    assert!(refused.is_err(), "HTTP/2 answered: {refused:?}");
+    assert_eq!(
+        plain.send(plain.http.get(plain.at("/healthz"))).await.0,
+        200
+    );
+
+    let mut config = test_config(&redis.url());
+    config.http2 = true;
+    let gw = Gateway::start_with(config).await;
+    let response = h2
+        .post(gw.at("/"))
+        .bearer_auth(TOKEN)
+        .body(r#"["PING"]"#)
+        .send()
+        .await
+        .expect("HTTP/2 request");
+    assert_eq!(response.version(), reqwest::Version::HTTP_2);
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        response.json::<serde_json::Value>().await.expect("json"),
+        serde_json::json!({"result": "PONG"})
+    );
 }
