@@ -7,11 +7,6 @@ use std::process::ExitCode;
 
 use restash::config::Config;
 
-/// mimalloc: fewer and cheaper allocations on the request path than glibc's malloc,
-/// which the profile in bench/README.md showed at 12–14 % of CPU.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[tokio::main]
 async fn main() -> ExitCode {
     // An optional `.env` in the working directory; real environment variables win.
