@@ -355,8 +355,10 @@ fn connection_state_reason(name: &str, command: &Command) -> Option<&'static str
             Some("Send the whole transaction to /multi-exec instead")
         }
         "watch" | "unwatch" => Some(SHARED),
-        "subscribe" | "psubscribe" | "ssubscribe" | "unsubscribe" | "punsubscribe"
-        | "sunsubscribe" => Some("Use the /subscribe/<channel> or /psubscribe/<pattern> Server-Sent Events endpoints instead"),
+        "subscribe" | "psubscribe" | "unsubscribe" | "punsubscribe" => Some("Use the /subscribe/<channel> or /psubscribe/<pattern> Server-Sent Events endpoints instead"),
+        "ssubscribe" | "sunsubscribe" => {
+            Some("Use the /ssubscribe/<channel> Server-Sent Events endpoint instead")
+        }
         "monitor" => Some("Use the /monitor Server-Sent Events endpoint instead"),
         "auth" | "select" | "hello" | "quit" | "reset" | "readonly" | "readwrite" | "sync"
         | "psync" | "replconf" => Some(SHARED),

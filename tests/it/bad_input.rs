@@ -86,6 +86,7 @@ async fn bad_input_table() {
         case("EXEC", r#"["EXEC"]"#, 400, Prefix("ERR Command is not available: 'exec'.")),
         case("WATCH", r#"["WATCH","k"]"#, 400, Prefix("ERR Command is not available: 'watch'.")),
         case("SUBSCRIBE", r#"["SUBSCRIBE","ch"]"#, 400, Prefix("ERR Command is not available: 'subscribe'. Use the /subscribe/<channel>")),
+        case("SSUBSCRIBE", r#"["SSUBSCRIBE","ch"]"#, 400, Prefix("ERR Command is not available: 'ssubscribe'. Use the /ssubscribe/<channel>")),
         case("MONITOR", r#"["MONITOR"]"#, 400, Prefix("ERR Command is not available: 'monitor'.")),
         case("HELLO", r#"["HELLO","3"]"#, 400, Prefix("ERR Command is not available: 'hello'.")),
         case("CLIENT SETNAME", r#"["CLIENT","SETNAME","x"]"#, 400, Prefix("ERR Command is not available: 'client|setname'.")),
