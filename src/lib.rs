@@ -112,7 +112,7 @@ pub async fn serve(
         None
     };
     let loader = tokio::spawn(load_command_table(state.clone()));
-    let app = http::with_cors(http::router(state), &config.cors_origins);
+    let app = http::app(state, &config.cors_origins);
     auth::audit::describe();
 
     let (drained_tx, drained_rx) = tokio::sync::oneshot::channel::<()>();

@@ -8,6 +8,7 @@ use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
+use super::gate::RouteLabel;
 use super::AppState;
 use crate::auth::rate::retry_after_seconds;
 use crate::auth::{audit, presented_token, AuthError, Principal};
@@ -29,7 +30,11 @@ impl FromRequestParts<AppState> for Caller {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Response> {
         let matched = parts.extensions.get::<MatchedPath>().cloned();
-        let endpoint = matched.as_ref().map_or("request", MatchedPath::as_str);
+        let endpoint = match (&matched, parts.extensions.get::<RouteLabel>()) {
+            (Some(matched), _) => matched.as_str(),
+            (None, Some(RouteLabel(route))) => route,
+            (None, None) => "request",
+        };
         let unauthorized = |error: AuthError| {
             audit::refused(None, endpoint, error.reason(), error.text());
             json_error(StatusCode::UNAUTHORIZED, error.text())

@@ -56,7 +56,8 @@ pub struct GateLayer {
 }
 
 impl GateLayer {
-    /// The layer for `state`'s limits.
+    /// The layer for `state`'s limits, around the routes of a router (metrics are
+    /// labelled with axum's matched route).
     pub fn new(state: &AppState) -> GateLayer {
         // Install the recorder before any request records a metric.
         metrics::handle();
@@ -66,7 +67,23 @@ impl GateLayer {
                 state: state.clone(),
                 permits: Arc::new(Semaphore::new(limits.max_concurrency)),
                 request_timeout: limits.request_timeout,
-                ids: RequestIds::new(),
+                ids: Arc::new(RequestIds::new()),
+                fixed_route: None,
+            }),
+        }
+    }
+
+    /// The same gate (one concurrency limit, one id sequence) around one endpoint
+    /// served outside the router, labelled `route`.
+    pub fn for_route(&self, route: &'static str) -> GateLayer {
+        let shared = &self.shared;
+        GateLayer {
+            shared: Arc::new(Shared {
+                state: shared.state.clone(),
+                permits: shared.permits.clone(),
+                request_timeout: shared.request_timeout,
+                ids: shared.ids.clone(),
+                fixed_route: Some(route),
             }),
         }
     }
@@ -94,8 +111,15 @@ struct Shared {
     state: AppState,
     permits: Arc<Semaphore>,
     request_timeout: Duration,
-    ids: RequestIds,
+    ids: Arc<RequestIds>,
+    /// The route label when this gate guards one endpoint outside the router.
+    fixed_route: Option<&'static str>,
 }
+
+/// The route of a request served outside the router (the router's requests
+/// carry axum's `MatchedPath` instead).
+#[derive(Debug, Clone, Copy)]
+pub struct RouteLabel(pub &'static str);
 
 impl<S> Service<Request> for Gate<S>
 where
@@ -138,8 +162,17 @@ impl Shared {
         if let Some(auth) = request.headers_mut().get_mut(header::AUTHORIZATION) {
             auth.set_sensitive(true);
         }
-        let route = request.extensions().get::<MatchedPath>().cloned();
-        let route = route.as_ref().map_or(UNMATCHED, MatchedPath::as_str);
+        let matched = match self.fixed_route {
+            Some(route) => {
+                request.extensions_mut().insert(RouteLabel(route));
+                None
+            }
+            None => request.extensions().get::<MatchedPath>().cloned(),
+        };
+        let route = self
+            .fixed_route
+            .or_else(|| matched.as_ref().map(MatchedPath::as_str))
+            .unwrap_or(UNMATCHED);
         let method = request.method().clone();
         let uri = request.uri().clone();
 

@@ -3,6 +3,7 @@
 mod cache;
 mod commands;
 mod extract;
+mod fast;
 mod gate;
 mod health;
 mod operations;
@@ -14,11 +15,20 @@ use axum::extract::DefaultBodyLimit;
 use axum::routing::{any, get, post};
 use axum::Router;
 
+pub use fast::App;
 pub use serve::serve;
 pub use state::{AppState, Limits};
 
-/// Builds the full application: routes plus every layer.
-pub fn router(state: AppState) -> Router {
+/// Builds the application hyper serves: the router with every route behind the
+/// gate, the CORS layer when `cors_origins` are set, and the direct routes.
+pub fn app(state: AppState, cors_origins: &[String]) -> App {
+    let gate = gate::GateLayer::new(&state);
+    let router = with_cors(router(state.clone(), &gate), cors_origins);
+    App::new(router, &state, &gate, !cors_origins.is_empty())
+}
+
+/// The routes, each behind the gate and the body limit.
+fn router(state: AppState, gate: &gate::GateLayer) -> Router {
     let body_limit = state.max_body_bytes();
     let api = Router::new()
         .route("/", post(commands::json_command))
@@ -58,7 +68,7 @@ pub fn router(state: AppState) -> Router {
     // One `Router::layer` call: each call adds a boxed service per request.
     api.layer(
         tower::ServiceBuilder::new()
-            .layer(gate::GateLayer::new(&state))
+            .layer(gate.clone())
             .layer(DefaultBodyLimit::max(body_limit)),
     )
 }
@@ -66,7 +76,7 @@ pub fn router(state: AppState) -> Router {
 /// Answers CORS preflights and adds CORS headers for `origins` (`*`: any origin), so
 /// browsers can call restash directly (with a read-only token); no origins, no CORS.
 /// `upstash-sync-token` and the cache headers are exposed to scripts.
-pub fn with_cors(router: Router, origins: &[String]) -> Router {
+fn with_cors(router: Router, origins: &[String]) -> Router {
     use axum::http::{header, HeaderName, HeaderValue, Method};
     use tower_http::cors::{AllowOrigin, CorsLayer};
     if origins.is_empty() {

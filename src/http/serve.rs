@@ -13,12 +13,13 @@
 use std::future::Future;
 use std::time::Duration;
 
-use axum::Router;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
+
+use super::App;
 use tokio::sync::watch;
 
 /// Runs a pinned hyper connection to its end; on `stop`, shuts it down gracefully
@@ -46,7 +47,7 @@ macro_rules! drive {
 /// Serves `app` on `listener` until `signal` resolves and every connection has closed.
 pub async fn serve(
     listener: TcpListener,
-    app: Router,
+    app: App,
     header_timeout: Duration,
     http2: bool,
     signal: impl Future<Output = ()> + Send + 'static,
