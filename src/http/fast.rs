@@ -1,6 +1,6 @@
-//! The service hyper calls: the two hottest endpoints (`POST /` and
-//! `POST /pipeline`) go straight to their handlers, everything else through the
-//! router.
+//! The service hyper calls: the hottest endpoints (`POST /`, `POST /pipeline`
+//! and path-style commands) go straight to their handlers, everything else
+//! through the router.
 //!
 //! Skipping the router for these saves its route match, the boxed route
 //! service and the `MatchedPath`/path-parameter extensions on every request
@@ -43,6 +43,31 @@ pub struct App {
 struct DirectRoutes {
     command: Direct,
     pipeline: Direct,
+    path: Direct,
+}
+
+/// First path segments of the router's own routes; any other path is a
+/// path-style command (the router's `/{*path}`).
+const ROUTED_SEGMENTS: &[&str] = &[
+    "",
+    "pipeline",
+    "multi-exec",
+    "cache",
+    "subscribe",
+    "psubscribe",
+    "ssubscribe",
+    "monitor",
+    "healthz",
+    "readyz",
+    "metrics",
+    "openapi.yaml",
+];
+
+/// Whether the router would send `path` to its `/{*path}` route.
+fn is_path_command(path: &str) -> bool {
+    let rest = path.strip_prefix('/').unwrap_or(path);
+    let first = rest.split('/').next().unwrap_or_default();
+    !ROUTED_SEGMENTS.contains(&first)
 }
 
 impl App {
@@ -59,6 +84,7 @@ impl App {
             DirectRoutes {
                 command: route("/", Kind::Command),
                 pipeline: route("/pipeline", Kind::Pipeline),
+                path: route("/{*path}", Kind::Path),
             }
         });
         App { router, direct }
@@ -78,12 +104,17 @@ impl Service<axum::http::Request<Incoming>> for App {
     fn call(&mut self, request: axum::http::Request<Incoming>) -> Self::Future {
         let request = request.map(Body::new);
         if let Some(direct) = &mut self.direct {
-            if request.method() == Method::POST {
-                match request.uri().path() {
-                    "/" => return Either::Left(direct.command.call(request)),
-                    "/pipeline" => return Either::Left(direct.pipeline.call(request)),
-                    _ => {}
-                }
+            let method = request.method();
+            let path = request.uri().path();
+            if method == Method::POST && path == "/" {
+                return Either::Left(direct.command.call(request));
+            }
+            if method == Method::POST && path == "/pipeline" {
+                return Either::Left(direct.pipeline.call(request));
+            }
+            let path_method = matches!(*method, Method::GET | Method::POST | Method::PUT);
+            if path_method && is_path_command(path) {
+                return Either::Left(direct.path.call(request));
             }
         }
         Either::Right(self.router.call(request))
@@ -94,6 +125,7 @@ impl Service<axum::http::Request<Incoming>> for App {
 enum Kind {
     Command,
     Pipeline,
+    Path,
 }
 
 /// A handler with its extractors, run in the order the router would run them.
@@ -133,6 +165,7 @@ async fn run(kind: Kind, state: AppState, request: Request) -> Response {
         Ok(sync) => sync,
         Err(error) => return error.into_response(),
     };
+    let (method, uri) = (parts.method.clone(), parts.uri.clone());
     let body = match RawBody::from_request(Request::from_parts(parts, body), &state).await {
         Ok(body) => body,
         Err(error) => return error.into_response(),
@@ -140,6 +173,46 @@ async fn run(kind: Kind, state: AppState, request: Request) -> Response {
     let answer = match kind {
         Kind::Command => commands::json_command(State(state), caller, format, sync, body).await,
         Kind::Pipeline => commands::pipeline(State(state), caller, format, sync, body).await,
+        Kind::Path => {
+            commands::path_command(State(state), caller, format, sync, method, uri, body).await
+        }
     };
     answer.into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_path_command;
+
+    #[test]
+    fn the_routers_own_paths_are_not_commands() {
+        for path in [
+            "/",
+            "/pipeline",
+            "/multi-exec",
+            "/cache",
+            "/cache/ns/key",
+            "/subscribe/ch",
+            "/psubscribe/p*",
+            "/ssubscribe/",
+            "/monitor",
+            "/healthz",
+            "/readyz",
+            "/metrics",
+            "/openapi.yaml",
+            "//get/k",
+        ] {
+            assert!(!is_path_command(path), "{path}");
+        }
+        for path in [
+            "/get/k",
+            "/GET/k",
+            "/cachex/k",
+            "/%63ache/k",
+            "/dbsize",
+            "/set/a/b",
+        ] {
+            assert!(is_path_command(path), "{path}");
+        }
+    }
 }
