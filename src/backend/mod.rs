@@ -184,11 +184,15 @@ impl Backend {
             },
             ..base
         });
-        let endpoint = settings
-            .own_multiplexer
-            .then(|| FredConfig::from_url(&settings.url).ok())
-            .flatten()
-            .and_then(|config| Endpoint::from_config(&config));
+        let endpoint = match FredConfig::from_url(&settings.url) {
+            Ok(mut config) if settings.own_multiplexer => {
+                if let Some(path) = &settings.tls_ca_file {
+                    config.tls = Some(tls::config_with_ca_file(path)?);
+                }
+                Endpoint::from_config(&config)
+            }
+            _ => None,
+        };
         let mux = endpoint.map(|endpoint| {
             Arc::new(Mux::start(
                 endpoint,

@@ -151,17 +151,23 @@ async fn rediss_with_a_private_ca() {
             .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "PONG")
     });
 
-    let mut config = test_config(&format!("rediss://127.0.0.1:{port}"));
-    config.redis_tls_ca_file = Some(dir.join("ca.crt"));
-    let gw = Gateway::start_with(config).await;
-    assert_eq!(
-        gw.command(json!(["SET", "tls:k", "over tls"])).await,
-        (200, json!({"result": "OK"}))
-    );
-    assert_eq!(
-        gw.command(json!(["GET", "tls:k"])).await,
-        (200, json!({"result": "over tls"}))
-    );
+    // restash's own connections (the default), then fred's.
+    for own_multiplexer in [true, false] {
+        let mut config = test_config(&format!("rediss://127.0.0.1:{port}"));
+        config.redis_tls_ca_file = Some(dir.join("ca.crt"));
+        config.own_multiplexer = own_multiplexer;
+        let gw = Gateway::start_with(config).await;
+        let value = format!("over tls, own multiplexer: {own_multiplexer}");
+        assert_eq!(
+            gw.command(json!(["SET", "tls:k", value])).await,
+            (200, json!({"result": "OK"}))
+        );
+        let (status, body) = gw
+            .post("/pipeline", json!([["GET", "tls:k"], ["PING"]]).to_string())
+            .await;
+        assert_eq!(status, 200);
+        assert_eq!(body, json!([{"result": value}, {"result": "PONG"}]));
+    }
 
     // Without the CA, the server's certificate is not trusted: 503, never plain text.
     let mut config = test_config(&format!("rediss://127.0.0.1:{port}"));

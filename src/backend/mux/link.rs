@@ -332,7 +332,11 @@ impl<'a> Connection<'a> {
                 }
                 waiters.extend(batch.drain(..));
             }
+            // (`flush` sends TLS records; a no-op on plain sockets.)
             if let Err(error) = writer.write_all(&out).await {
+                return Ended::Lost(format!("write failed: {error}"));
+            }
+            if let Err(error) = writer.flush().await {
                 return Ended::Lost(format!("write failed: {error}"));
             }
             out.clear();
@@ -466,6 +470,10 @@ where
     }
     stream
         .write_all(&out)
+        .await
+        .map_err(|e| format!("write failed: {e}"))?;
+    stream
+        .flush()
         .await
         .map_err(|e| format!("write failed: {e}"))?;
     let mut buf = BytesMut::with_capacity(1024);

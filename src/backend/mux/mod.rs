@@ -3,10 +3,10 @@
 //! fred writes each command with its own flush, so Redis sees about 1.6
 //! commands per read at 50 concurrent callers and the gateway pays fred's
 //! per-command bookkeeping (options, timers, routing). On a plain single node
-//! (`redis://` or `redis+unix://`, no TLS) restash uses these connections
+//! (`redis://`, `rediss://` or `redis+unix://`) restash uses these connections
 //! instead for every shared command: each [`link`] writes every command queued
 //! since its last write in one system call and matches replies in order.
-//! Clusters, Sentinel, `rediss://` and transactions stay on fred.
+//! Clusters, Sentinel and transactions stay on fred.
 //! `RESTASH_REDIS_MULTIPLEXER=fred` turns this off.
 
 mod codec;
@@ -19,7 +19,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use fred::types::config::{Config as FredConfig, ServerConfig};
+use fred::types::config::{Config as FredConfig, ServerConfig, TlsConnector};
+use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{mpsc, oneshot};
 
@@ -35,16 +36,37 @@ pub struct Endpoint {
     handshake: Vec<Vec<Bytes>>,
 }
 
-#[derive(Debug)]
 enum Address {
-    Tcp { host: String, port: u16 },
+    Tcp {
+        host: String,
+        port: u16,
+    },
+    /// `rediss://`: fred's rustls connector (system roots or `RESTASH_REDIS_TLS_CA_FILE`).
+    Tls {
+        host: String,
+        port: u16,
+        server_name: ServerName<'static>,
+        connector: TlsConnector,
+    },
     Unix(PathBuf),
+}
+
+impl fmt::Debug for Address {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Address::Tcp { host, port } => write!(f, "redis://{host}:{port}"),
+            Address::Tls { host, port, .. } => write!(f, "rediss://{host}:{port}"),
+            Address::Unix(path) => write!(f, "unix:{}", path.display()),
+        }
+    }
 }
 
 impl fmt::Display for Endpoint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.address {
-            Address::Tcp { host, port } => write!(f, "{host}:{port}"),
+            Address::Tcp { host, port } | Address::Tls { host, port, .. } => {
+                write!(f, "{host}:{port}")
+            }
             Address::Unix(path) => write!(f, "unix:{}", path.display()),
         }
     }
@@ -57,18 +79,24 @@ type Halves = (
 );
 
 impl Endpoint {
-    /// The endpoint of a single-node, non-TLS configuration; `None` for clusters,
-    /// Sentinel and TLS (those use fred).
+    /// The endpoint of a single-node configuration; `None` for clusters and
+    /// Sentinel (those use fred).
     pub fn from_config(config: &FredConfig) -> Option<Endpoint> {
-        if config.tls.is_some() {
-            return None;
-        }
-        let address = match &config.server {
-            ServerConfig::Centralized { server } => Address::Tcp {
+        let address = match (&config.server, &config.tls) {
+            (ServerConfig::Centralized { server }, None) => Address::Tcp {
                 host: server.host.to_string(),
                 port: server.port,
             },
-            ServerConfig::Unix { path } => Address::Unix(path.clone()),
+            (ServerConfig::Centralized { server }, Some(tls)) => {
+                let name = server.tls_server_name.as_ref().unwrap_or(&server.host);
+                Address::Tls {
+                    host: server.host.to_string(),
+                    port: server.port,
+                    server_name: ServerName::try_from(name.to_string()).ok()?,
+                    connector: tls.connector.clone(),
+                }
+            }
+            (ServerConfig::Unix { path }, None) => Address::Unix(path.clone()),
             _ => return None,
         };
         let mut handshake = Vec::new();
@@ -100,6 +128,25 @@ impl Endpoint {
                     let _ = stream.set_nodelay(true);
                     link::handshake(&mut stream, &self.handshake).await?;
                     let (r, w) = stream.into_split();
+                    Ok::<Halves, String>((Box::new(r), Box::new(w)))
+                }
+                Address::Tls {
+                    host,
+                    port,
+                    server_name,
+                    connector,
+                } => {
+                    let tcp = tokio::net::TcpStream::connect((host.as_str(), *port))
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    let _ = tcp.set_nodelay(true);
+                    let TlsConnector::Rustls(connector) = connector;
+                    let mut stream = connector
+                        .connect(server_name.clone(), tcp)
+                        .await
+                        .map_err(|e| format!("TLS handshake failed: {e}"))?;
+                    link::handshake(&mut stream, &self.handshake).await?;
+                    let (r, w) = tokio::io::split(stream);
                     Ok::<Halves, String>((Box::new(r), Box::new(w)))
                 }
                 Address::Unix(path) => {
