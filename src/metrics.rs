@@ -206,6 +206,8 @@ pub fn record_redis_reconnect(pool: &'static str) {
 
 /// Sets how many connections `pool` holds.
 pub fn set_pool_size(pool: &'static str, size: usize) {
+    // Backends connect before the HTTP layer exists: install the recorder first.
+    handle();
     metrics::gauge!(REDIS_POOL_CONNECTIONS, "pool" => pool).set(size as f64);
 }
 

@@ -9,6 +9,7 @@ mod failover;
 mod faults;
 mod harness;
 mod multiplexer;
+mod mux_faults;
 mod process;
 mod protocol;
 mod pubsub;

@@ -8,10 +8,7 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use crate::protocol::reply::Frame;
-
-/// Deepest array nesting accepted in a reply (Redis' deepest replies are a few levels).
-const MAX_DEPTH: usize = 64;
+use crate::protocol::reply::{self, Frame};
 
 /// A reply Redis should never send: the connection cannot be trusted after it.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -37,25 +34,147 @@ fn put_header(out: &mut BytesMut, prefix: u8, len: usize) {
 }
 
 /// The length of the first complete reply in `buf`, `None` if more bytes are needed.
+///
+/// Iterative, so that replies nested any number of levels deep (a Lua script may
+/// return deeply nested tables) neither overflow the stack nor are refused.
 pub fn reply_len(buf: &[u8]) -> Result<Option<usize>, ProtocolError> {
-    scan(buf, 0, 0)
+    // Items still expected by each enclosing array.
+    let mut open: Vec<i64> = Vec::new();
+    let mut at = 0;
+    loop {
+        let Some(header) = header_at(buf, at)? else {
+            return Ok(None);
+        };
+        at = match header {
+            Header::Line { end } | Header::NullBulk { end } => end,
+            Header::Bulk { start, len } => {
+                let end = start
+                    .checked_add(len)
+                    .and_then(|e| e.checked_add(2))
+                    .ok_or(ProtocolError("a length is too large"))?;
+                if buf.len() < end {
+                    return Ok(None);
+                }
+                end
+            }
+            Header::Array { start, count } if count > 0 => {
+                open.push(count);
+                at = start;
+                continue;
+            }
+            Header::Array { start, .. } => start,
+        };
+        // One item finished: close every array it completes.
+        loop {
+            match open.last_mut() {
+                None => return Ok(Some(at)),
+                Some(left) => {
+                    *left -= 1;
+                    if *left > 0 {
+                        break;
+                    }
+                    open.pop();
+                }
+            }
+        }
+    }
 }
 
 /// Decodes one complete reply (as measured by [`reply_len`]) from the start of `buf`.
 pub fn decode(buf: &Bytes) -> Result<Frame, ProtocolError> {
-    decode_at(buf, 0, 0).map(|(frame, _)| frame)
+    // Arrays being filled, innermost last, with the items they still expect.
+    let mut open: Vec<(Vec<Frame>, usize)> = Vec::new();
+    let mut at = 0;
+    loop {
+        let header = header_at(buf, at)?.ok_or(ProtocolError("truncated reply"))?;
+        let (mut frame, next) = match header {
+            Header::Line { end } => (line_frame(buf, at, end - 2)?, end),
+            Header::Bulk { start, len } => {
+                let end = start
+                    .checked_add(len)
+                    .ok_or(ProtocolError("a length is too large"))?;
+                if buf.len() < end.saturating_add(2) {
+                    return Err(ProtocolError("truncated reply"));
+                }
+                let data = buf.slice(start..end);
+                let frame = Frame::BlobString {
+                    data,
+                    attributes: None,
+                };
+                (frame, end + 2)
+            }
+            Header::Array { start, count } if count > 0 => {
+                // Each item takes at least 3 bytes; never trust a count beyond that.
+                let count = count as usize;
+                let items = Vec::with_capacity(count.min(buf.len() / 3));
+                open.push((items, count));
+                at = start;
+                continue;
+            }
+            Header::Array { start, count: 0 } => (reply::array(Vec::new()), start),
+            Header::Array { start, .. } => (Frame::Null, start),
+            Header::NullBulk { end } => (Frame::Null, end),
+        };
+        at = next;
+        // Put the finished item in its array; a full array is itself a finished item.
+        loop {
+            match open.last_mut() {
+                None => return Ok(frame),
+                Some((items, expected)) => {
+                    items.push(frame);
+                    if items.len() < *expected {
+                        break;
+                    }
+                    let (items, _) = open.pop().ok_or(ProtocolError("unbalanced arrays"))?;
+                    frame = reply::array(items);
+                }
+            }
+        }
+    }
 }
 
-/// Where the line starting at `at` ends: the index of its `\r`.
+/// The header line of the reply at `at`.
+enum Header {
+    /// `+`, `-` or `:`: the whole reply is the line; `end` is past its `\r\n`.
+    Line { end: usize },
+    /// `$n`: `len` bytes from `start`, then `\r\n`.
+    Bulk { start: usize, len: usize },
+    /// `$-1`.
+    NullBulk { end: usize },
+    /// `*n`: `count` items from `start` (`-1`: null).
+    Array { start: usize, count: i64 },
+}
+
+fn header_at(buf: &[u8], at: usize) -> Result<Option<Header>, ProtocolError> {
+    let Some(&kind) = buf.get(at) else {
+        return Ok(None);
+    };
+    let Some(end) = line_end(buf, at + 1) else {
+        return Ok(None);
+    };
+    let after_line = end + 2;
+    Ok(Some(match kind {
+        b'+' | b'-' | b':' => Header::Line { end: after_line },
+        b'$' => match parse_int(&buf[at + 1..end])? {
+            len if len < 0 => Header::NullBulk { end: after_line },
+            len => Header::Bulk {
+                start: after_line,
+                len: usize::try_from(len).map_err(|_| ProtocolError("a length is too large"))?,
+            },
+        },
+        b'*' => Header::Array {
+            start: after_line,
+            count: parse_int(&buf[at + 1..end])?,
+        },
+        _ => return Err(ProtocolError("unknown reply type")),
+    }))
+}
+
+/// Where the line starting at `at` ends: the index of its `\r` (the `\n` must be there too).
 fn line_end(buf: &[u8], at: usize) -> Option<usize> {
     let rest = buf.get(at..)?;
-    let cr = memchr_cr(rest)?;
-    // The `\n` must be there too.
+    let cr = rest.iter().position(|&b| b == b'\r')?;
     (rest.len() > cr + 1).then_some(at + cr)
-}
-
-fn memchr_cr(bytes: &[u8]) -> Option<usize> {
-    bytes.iter().position(|&b| b == b'\r')
 }
 
 fn parse_int(digits: &[u8]) -> Result<i64, ProtocolError> {
@@ -65,52 +184,10 @@ fn parse_int(digits: &[u8]) -> Result<i64, ProtocolError> {
         .ok_or(ProtocolError("a length or integer is not a number"))
 }
 
-/// End (exclusive) of the reply starting at `at`, if complete.
-fn scan(buf: &[u8], at: usize, depth: usize) -> Result<Option<usize>, ProtocolError> {
-    if depth > MAX_DEPTH {
-        return Err(ProtocolError("arrays nested too deeply"));
-    }
-    let Some(&kind) = buf.get(at) else {
-        return Ok(None);
-    };
-    let Some(end) = line_end(buf, at + 1) else {
-        return Ok(None);
-    };
-    let after_line = end + 2;
-    match kind {
-        b'+' | b'-' | b':' => Ok(Some(after_line)),
-        b'$' => {
-            let len = parse_int(&buf[at + 1..end])?;
-            if len < 0 {
-                return Ok(Some(after_line));
-            }
-            let total = after_line + len as usize + 2;
-            Ok((buf.len() >= total).then_some(total))
-        }
-        b'*' => {
-            let count = parse_int(&buf[at + 1..end])?;
-            let mut next = after_line;
-            for _ in 0..count.max(0) {
-                match scan(buf, next, depth + 1)? {
-                    Some(end) => next = end,
-                    None => return Ok(None),
-                }
-            }
-            Ok(Some(next))
-        }
-        _ => Err(ProtocolError("unknown reply type")),
-    }
-}
-
-fn decode_at(buf: &Bytes, at: usize, depth: usize) -> Result<(Frame, usize), ProtocolError> {
-    if depth > MAX_DEPTH {
-        return Err(ProtocolError("arrays nested too deeply"));
-    }
-    let kind = *buf.get(at).ok_or(ProtocolError("truncated reply"))?;
-    let end = line_end(buf, at + 1).ok_or(ProtocolError("truncated reply"))?;
+/// A `+`, `-` or `:` reply whose type byte is at `at` and whose line ends (`\r`) at `end`.
+fn line_frame(buf: &Bytes, at: usize, end: usize) -> Result<Frame, ProtocolError> {
     let line = at + 1..end;
-    let after_line = end + 2;
-    let frame = match kind {
+    Ok(match buf[at] {
         b'+' => Frame::SimpleString {
             data: buf.slice(line),
             attributes: None,
@@ -125,51 +202,11 @@ fn decode_at(buf: &Bytes, at: usize, depth: usize) -> Result<(Frame, usize), Pro
                 attributes: None,
             },
         },
-        b':' => Frame::Number {
+        _ => Frame::Number {
             data: parse_int(&buf[line])?,
             attributes: None,
         },
-        b'$' => {
-            let len = parse_int(&buf[line])?;
-            if len < 0 {
-                return Ok((Frame::Null, after_line));
-            }
-            let data_end = after_line + len as usize;
-            if buf.len() < data_end + 2 {
-                return Err(ProtocolError("truncated reply"));
-            }
-            return Ok((
-                Frame::BlobString {
-                    data: buf.slice(after_line..data_end),
-                    attributes: None,
-                },
-                data_end + 2,
-            ));
-        }
-        b'*' => {
-            let count = parse_int(&buf[line])?;
-            if count < 0 {
-                return Ok((Frame::Null, after_line));
-            }
-            // Each item takes at least 3 bytes; never trust a count beyond that.
-            let mut items = Vec::with_capacity((count as usize).min(buf.len() / 3));
-            let mut next = after_line;
-            for _ in 0..count {
-                let (item, end) = decode_at(buf, next, depth + 1)?;
-                items.push(item);
-                next = end;
-            }
-            return Ok((
-                Frame::Array {
-                    data: items,
-                    attributes: None,
-                },
-                next,
-            ));
-        }
-        _ => return Err(ProtocolError("unknown reply type")),
-    };
-    Ok((frame, after_line))
+    })
 }
 
 #[cfg(test)]
@@ -239,7 +276,24 @@ mod tests {
     fn garbage_is_an_error() {
         assert!(reply_len(b"?what\r\n").is_err());
         assert!(reply_len(b"$x\r\n").is_err());
-        let deep = "*1\r\n".repeat(MAX_DEPTH + 2);
-        assert!(reply_len(deep.as_bytes()).is_err());
+        assert!(reply_len(b"$9223372036854775807\r\nab\r\n").is_ok_and(|l| l.is_none()));
+    }
+
+    #[test]
+    fn deep_nesting_is_fine() {
+        // Lua can return about 2,000 levels; dropping and writing frames still recurses.
+        let depth = 3_000;
+        let wire = format!("{}:7\r\n*0\r\n", "*1\r\n".repeat(depth));
+        let frames = decode_all(wire.as_bytes());
+        assert_eq!(frames.len(), 2);
+        let mut frame = &frames[0];
+        for _ in 0..depth {
+            let Frame::Array { data, .. } = frame else {
+                panic!("not an array");
+            };
+            frame = &data[0];
+        }
+        assert!(matches!(frame, Frame::Number { data: 7, .. }));
+        assert!(matches!(&frames[1], Frame::Array { data, .. } if data.is_empty()));
     }
 }

@@ -13,11 +13,13 @@
 //! wait (a stalled or half-open socket) is closed and reopened.
 
 use std::collections::VecDeque;
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use futures::FutureExt;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::time::Instant;
@@ -39,14 +41,52 @@ pub type OneReply = oneshot::Sender<Result<Frame, BackendError>>;
 /// The answers to a pipeline, in order.
 pub type ManyReply = oneshot::Sender<Result<Vec<Frame>, BackendError>>;
 
+/// Commands counted against a link's `RESTASH_COMMAND_BUFFER`; the count is
+/// released when this is dropped (answered, failed or thrown away: no path can
+/// leak it) or, for pipelines, reply by reply.
+pub struct Counted {
+    state: Arc<LinkState>,
+    commands: usize,
+}
+
+impl Counted {
+    /// Counts `commands` more on `state` and returns how many were counted before.
+    pub fn add(state: &Arc<LinkState>, commands: usize) -> (Counted, usize) {
+        let before = state.queued.fetch_add(commands, Ordering::AcqRel);
+        let counted = Counted {
+            state: state.clone(),
+            commands,
+        };
+        (counted, before)
+    }
+
+    fn release_one(&mut self) {
+        if self.commands > 0 {
+            self.commands -= 1;
+            self.state.queued.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.state.queued.fetch_sub(self.commands, Ordering::AcqRel);
+    }
+}
+
 /// Work for a connection.
 pub enum Job {
     /// One command.
-    One { args: Vec<Bytes>, reply: OneReply },
+    One {
+        args: Vec<Bytes>,
+        reply: OneReply,
+        counted: Counted,
+    },
     /// Several commands, sent back to back, answered together.
     Many {
         commands: Vec<Vec<Bytes>>,
         reply: ManyReply,
+        counted: Counted,
     },
 }
 
@@ -72,18 +112,22 @@ impl Job {
 
 /// A caller waiting for replies, in the order its commands were written.
 enum Waiter {
-    One(OneReply),
+    One {
+        reply: OneReply,
+        _counted: Counted,
+    },
     Many {
         expected: usize,
         frames: Vec<Frame>,
         reply: ManyReply,
+        counted: Counted,
     },
 }
 
 impl Waiter {
     fn fail(self, error: BackendError) {
         match self {
-            Waiter::One(reply) => {
+            Waiter::One { reply, .. } => {
                 let _ = reply.send(Err(error));
             }
             Waiter::Many { reply, .. } => {
@@ -158,16 +202,22 @@ async fn supervise(
     while !state.closing.load(Ordering::Acquire) {
         match endpoint.connect(settings.connect_timeout).await {
             Ok((reader, writer)) => {
-                attempt = 0;
+                // The next connect after a lost connection waits the shortest
+                // delay, never none: a server that accepts and then closes at
+                // once must not be hammered.
+                attempt = 1;
                 if ever_connected {
                     crate::metrics::record_redis_reconnect("shared");
                 }
                 ever_connected = true;
                 state.connected.store(true, Ordering::Release);
                 state.opened.notify_waiters();
-                let ended = Connection::new(&state, &settings)
-                    .run(reader, writer, &mut jobs)
-                    .await;
+                let run = Connection::new(&state, &settings).run(reader, writer, &mut jobs);
+                // A bug in this task must cost a connection, not the link forever.
+                let ended = AssertUnwindSafe(run)
+                    .catch_unwind()
+                    .await
+                    .unwrap_or_else(|_| Ended::Lost("the connection task panicked".into()));
                 state.connected.store(false, Ordering::Release);
                 match ended {
                     Ended::Closing => break,
@@ -189,7 +239,7 @@ async fn supervise(
                 _ = tokio::time::sleep_until(wake) => break,
                 _ = state.close.notified() => break,
                 job = jobs.recv() => match job {
-                    Some(job) => fail_job(&state, job, not_connected()),
+                    Some(job) => job.fail(not_connected()),
                     None => return,
                 },
             }
@@ -198,25 +248,21 @@ async fn supervise(
     // Shutting down: nothing more will be sent.
     jobs.close();
     while let Ok(job) = jobs.try_recv() {
-        fail_job(&state, job, not_connected());
+        job.fail(not_connected());
     }
 }
 
+/// 0 before the first attempt, then 50 ms, 100 ms, 200 ms, … up to `max`.
 fn backoff(attempt: u32, max: Duration) -> Duration {
     if attempt == 0 {
         return Duration::ZERO;
     }
-    let millis = 50u64.saturating_mul(1 << attempt.min(16));
+    let millis = 50u64.saturating_mul(1 << (attempt - 1).min(16));
     Duration::from_millis(millis).min(max)
 }
 
 fn not_connected() -> BackendError {
     BackendError::Unavailable("not connected to Redis".into())
-}
-
-fn fail_job(state: &LinkState, job: Job, error: BackendError) {
-    state.queued.fetch_sub(job.commands(), Ordering::AcqRel);
-    job.fail(error);
 }
 
 /// Why a connection ended.
@@ -265,13 +311,6 @@ impl<'a> Connection<'a> {
         };
         let waiters = std::mem::take(&mut *self.lock_waiters());
         for waiter in waiters {
-            let commands = match &waiter {
-                Waiter::One(_) => 1,
-                Waiter::Many {
-                    expected, frames, ..
-                } => expected - frames.len(),
-            };
-            self.state.queued.fetch_sub(commands, Ordering::AcqRel);
             waiter.fail(BackendError::Unavailable(text.clone()));
         }
         ended
@@ -293,7 +332,6 @@ impl<'a> Connection<'a> {
         jobs: &mut mpsc::UnboundedReceiver<Job>,
     ) -> Ended {
         let mut out = BytesMut::with_capacity(READ_CHUNK);
-        let mut batch: Vec<Waiter> = Vec::new();
         loop {
             let Some(first) = jobs.recv().await else {
                 return Ended::Closing;
@@ -304,7 +342,9 @@ impl<'a> Connection<'a> {
             loop {
                 while let Some(job) = next {
                     commands += job.commands();
-                    batch.push(encode(&mut out, job));
+                    // Registered at once, in write order: if the connection ends
+                    // before the write, `run` fails them and releases their count.
+                    self.register(encode(&mut out, job));
                     next = if out.len() < MAX_WRITE_BYTES {
                         jobs.try_recv().ok()
                     } else {
@@ -325,13 +365,6 @@ impl<'a> Connection<'a> {
                     break;
                 }
             }
-            {
-                let mut waiters = self.lock_waiters();
-                if waiters.is_empty() {
-                    self.progress_ms.store(self.now_ms(), Ordering::Relaxed);
-                }
-                waiters.extend(batch.drain(..));
-            }
             // (`flush` sends TLS records; a no-op on plain sockets.)
             if let Err(error) = writer.write_all(&out).await {
                 return Ended::Lost(format!("write failed: {error}"));
@@ -344,6 +377,15 @@ impl<'a> Connection<'a> {
                 out = BytesMut::with_capacity(READ_CHUNK);
             }
         }
+    }
+
+    /// Queues a waiter; the first after an idle spell restarts the watchdog's clock.
+    fn register(&self, waiter: Waiter) {
+        let mut waiters = self.lock_waiters();
+        if waiters.is_empty() {
+            self.progress_ms.store(self.now_ms(), Ordering::Relaxed);
+        }
+        waiters.push_back(waiter);
     }
 
     /// Reads replies and hands each to the oldest waiter.
@@ -362,6 +404,7 @@ impl<'a> Connection<'a> {
             // Every complete reply in the buffer, split off at once.
             let mut ends = Vec::new();
             let mut total = 0;
+            let mut broken = None;
             loop {
                 match codec::reply_len(&buf[total..]) {
                     Ok(Some(len)) => {
@@ -369,14 +412,20 @@ impl<'a> Connection<'a> {
                         ends.push(total);
                     }
                     Ok(None) => break,
-                    Err(error) => return Ended::Lost(error.to_string()),
+                    Err(error) => {
+                        broken = Some(error.to_string());
+                        break;
+                    }
                 }
             }
-            if total == 0 {
-                continue;
+            if total > 0 {
+                // The complete replies before a bad one are still answers.
+                let replies = buf.split_to(total).freeze();
+                if let Err(reason) = self.deliver(&replies, &ends) {
+                    return Ended::Lost(reason);
+                }
             }
-            let replies = buf.split_to(total).freeze();
-            if let Err(reason) = self.deliver(&replies, &ends) {
+            if let Some(reason) = broken {
                 return Ended::Lost(reason);
             }
         }
@@ -386,22 +435,26 @@ impl<'a> Connection<'a> {
         let mut start = 0;
         let mut waiters = self.lock_waiters();
         for &end in ends {
+            // On any error nothing is popped: `run` fails every waiter and
+            // releases exactly their counts.
             let frame = codec::decode(&replies.slice(start..end)).map_err(|e| e.to_string())?;
             start = end;
-            self.state.queued.fetch_sub(1, Ordering::AcqRel);
             let Some(waiter) = waiters.pop_front() else {
                 return Err("a reply arrived for no command".into());
             };
             match waiter {
-                Waiter::One(reply) => {
+                Waiter::One { reply, _counted } => {
+                    drop(_counted);
                     let _ = reply.send(Ok(frame));
                 }
                 Waiter::Many {
                     expected,
                     mut frames,
                     reply,
+                    mut counted,
                 } => {
                     frames.push(frame);
+                    counted.release_one();
                     if frames.len() == expected {
                         let _ = reply.send(Ok(frames));
                     } else {
@@ -409,6 +462,7 @@ impl<'a> Connection<'a> {
                             expected,
                             frames,
                             reply,
+                            counted,
                         });
                     }
                 }
@@ -439,11 +493,22 @@ impl<'a> Connection<'a> {
 /// Encodes a job's commands and returns its waiter.
 fn encode(out: &mut BytesMut, job: Job) -> Waiter {
     match job {
-        Job::One { args, reply } => {
+        Job::One {
+            args,
+            reply,
+            counted,
+        } => {
             codec::encode_command(out, &args);
-            Waiter::One(reply)
+            Waiter::One {
+                reply,
+                _counted: counted,
+            }
         }
-        Job::Many { commands, reply } => {
+        Job::Many {
+            commands,
+            reply,
+            counted,
+        } => {
             for args in &commands {
                 codec::encode_command(out, args);
             }
@@ -451,23 +516,25 @@ fn encode(out: &mut BytesMut, job: Job) -> Waiter {
                 expected: commands.len(),
                 frames: Vec::with_capacity(commands.len()),
                 reply,
+                counted,
             }
         }
     }
 }
 
-/// Sends the handshake commands and checks that none was refused.
+/// Sends the handshake commands and a `PING`, and checks that none was refused.
 pub async fn handshake<S>(stream: &mut S, commands: &[Vec<Bytes>]) -> Result<(), String>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    if commands.is_empty() {
-        return Ok(());
-    }
+    // PING last: a server that accepts and then refuses (`maxclients`, protected
+    // mode) fails the connect instead of sending a reply nobody asked for.
+    let ping = [Bytes::from_static(b"PING")];
     let mut out = BytesMut::new();
-    for command in commands {
+    for command in commands.iter().map(Vec::as_slice).chain([&ping[..]]) {
         codec::encode_command(&mut out, command);
     }
+    let expected = commands.len() + 1;
     stream
         .write_all(&out)
         .await
@@ -478,7 +545,7 @@ where
         .map_err(|e| format!("write failed: {e}"))?;
     let mut buf = BytesMut::with_capacity(1024);
     let mut answered = 0;
-    while answered < commands.len() {
+    while answered < expected {
         if stream
             .read_buf(&mut buf)
             .await

@@ -26,7 +26,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::BackendError;
 use crate::protocol::reply::Frame;
-use link::{Job, LinkSettings, LinkState};
+use link::{Counted, Job, LinkSettings, LinkState};
 
 /// Where the multiplexed connections go, and how they log in.
 #[derive(Debug)]
@@ -223,9 +223,14 @@ impl Mux {
 
     /// Runs one command; Redis error replies are frames, `Err` is a transport failure.
     pub async fn one(&self, args: Vec<Bytes>) -> Result<Frame, BackendError> {
-        let link = self.reserve(1)?;
+        let (link, counted) = self.reserve(1)?;
         let (reply, answer) = oneshot::channel();
-        self.send(link, Job::One { args, reply }, 1)?;
+        let job = Job::One {
+            args,
+            reply,
+            counted,
+        };
+        self.send(link, job)?;
         self.wait(answer).await?
     }
 
@@ -235,9 +240,14 @@ impl Mux {
         if count == 0 {
             return Ok(Vec::new());
         }
-        let link = self.reserve(count)?;
+        let (link, counted) = self.reserve(count)?;
         let (reply, answer) = oneshot::channel();
-        self.send(link, Job::Many { commands, reply }, count)?;
+        let job = Job::Many {
+            commands,
+            reply,
+            counted,
+        };
+        self.send(link, job)?;
         self.wait(answer).await?
     }
 
@@ -265,28 +275,26 @@ impl Mux {
     }
 
     /// Picks a connected link with room for `count` more commands and counts them.
-    fn reserve(&self, count: usize) -> Result<&Link, BackendError> {
+    fn reserve(&self, count: usize) -> Result<(&Link, Counted), BackendError> {
         let start = self.next.fetch_add(1, Ordering::Relaxed);
         let len = self.links.len();
         let link = (0..len)
             .map(|i| &self.links[(start + i) % len])
             .find(|link| link.state.connected.load(Ordering::Acquire))
             .ok_or_else(|| BackendError::Unavailable("not connected to Redis".into()))?;
-        let before = link.state.queued.fetch_add(count, Ordering::AcqRel);
+        let (counted, before) = Counted::add(&link.state, count);
         if before >= self.command_buffer {
-            link.state.queued.fetch_sub(count, Ordering::AcqRel);
             return Err(BackendError::Unavailable(format!(
                 "{before} commands already wait for Redis on this connection (RESTASH_COMMAND_BUFFER)"
             )));
         }
-        Ok(link)
+        Ok((link, counted))
     }
 
-    fn send(&self, link: &Link, job: Job, count: usize) -> Result<(), BackendError> {
-        link.jobs.send(job).map_err(|_| {
-            link.state.queued.fetch_sub(count, Ordering::AcqRel);
-            BackendError::Unavailable("restash is shutting down".into())
-        })
+    fn send(&self, link: &Link, job: Job) -> Result<(), BackendError> {
+        link.jobs
+            .send(job)
+            .map_err(|_| BackendError::Unavailable("restash is shutting down".into()))
     }
 
     async fn wait<T>(
