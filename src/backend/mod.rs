@@ -184,15 +184,11 @@ impl Backend {
             },
             ..base
         });
-        let endpoint = match FredConfig::from_url(&settings.url) {
-            Ok(mut config) if settings.own_multiplexer => {
-                if let Some(path) = &settings.tls_ca_file {
-                    config.tls = Some(tls::config_with_ca_file(path)?);
-                }
-                Endpoint::from_config(&config)
-            }
-            _ => None,
-        };
+        // The same parsed URL and TLS settings fred uses.
+        let endpoint = builder
+            .get_config()
+            .filter(|_| settings.own_multiplexer)
+            .and_then(Endpoint::from_config);
         let mux = endpoint.map(|endpoint| {
             Arc::new(Mux::start(
                 endpoint,

@@ -10,6 +10,16 @@ use serde_json::{json, Value};
 
 use crate::harness::{prefix, test_config, Gateway, RedisServer};
 
+/// A Lua script that keeps Redis busy for `ms` milliseconds.
+pub(crate) fn busy_script(ms: u64) -> String {
+    format!(
+        "local t = redis.call('TIME') local start = t[1] * 1000000 + t[2] \
+         repeat t = redis.call('TIME') until t[1] * 1000000 + t[2] - start > {} \
+         return 1",
+        ms * 1000
+    )
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logs_in_and_selects_the_database_of_the_url() {
     let redis = RedisServer::start();
@@ -134,11 +144,7 @@ async fn a_full_command_buffer_answers_503_at_once() {
     config.redis_connections = 1;
     config.command_buffer = 1;
     let gw = Gateway::start_with(config).await;
-    // A script that keeps Redis busy for 400 ms.
-    let busy = "local t = redis.call('TIME') local start = t[1] * 1000000 + t[2] \
-                repeat t = redis.call('TIME') until t[1] * 1000000 + t[2] - start > 400000 \
-                return 1";
-    let slow = gw.command(json!(["EVAL", busy, "0"]));
+    let slow = gw.command(json!(["EVAL", busy_script(400), "0"]));
     let refused = async {
         tokio::time::sleep(Duration::from_millis(100)).await;
         gw.command(json!(["GET", "k"])).await

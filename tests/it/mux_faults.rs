@@ -13,16 +13,7 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::harness::{test_config, Gateway, RedisServer, TOKEN};
-
-/// A Lua script that keeps Redis busy for `ms` milliseconds.
-fn busy_script(ms: u64) -> String {
-    format!(
-        "local t = redis.call('TIME') local start = t[1] * 1000000 + t[2] \
-         repeat t = redis.call('TIME') until t[1] * 1000000 + t[2] - start > {} \
-         return 1",
-        ms * 1000
-    )
-}
+use crate::multiplexer::busy_script;
 
 /// Sends one raw RESP command on `stream` and reads (some of) its reply.
 async fn raw(stream: &mut tokio::net::TcpStream, args: &[&str]) -> String {

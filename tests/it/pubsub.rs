@@ -74,6 +74,29 @@ impl Events {
         }
     }
 }
+/// A raw HTTP client on `path` (a stream route) that reads until `first_event`
+/// has arrived, then stops reading: a slow reader.
+pub(crate) async fn stalled_reader(gw: &Gateway, path: &str, first_event: &str) -> TcpStream {
+    let address = gw.url.trim_start_matches("http://").to_string();
+    let mut socket = TcpStream::connect(&address).await.expect("connect");
+    socket
+        .write_all(
+            format!(
+                "GET {path} HTTP/1.1\r\nHost: x\r\n\
+                 Authorization: Bearer {TOKEN}\r\nConnection: close\r\n\r\n"
+            )
+            .as_bytes(),
+        )
+        .await
+        .expect("request");
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !String::from_utf8_lossy(&head).contains(first_event) {
+        socket.read_exact(&mut byte).await.expect("first event");
+        head.push(byte[0]);
+    }
+    socket
+}
 
 pub(crate) fn stream(gw: &Gateway, path: &str) -> reqwest::RequestBuilder {
     gw.http.get(gw.at(path)).bearer_auth(TOKEN)
@@ -504,26 +527,13 @@ async fn a_slow_reader_is_cut_off_with_bounded_memory() {
     config.sse_buffer = BUFFER;
     let gw = Gateway::start_with(config).await;
     let channel = format!("{}slow", prefix());
-    let address = gw.url.trim_start_matches("http://").to_string();
-
     // A raw client that reads the first event, then stops reading.
-    let mut socket = TcpStream::connect(&address).await.expect("connect");
-    socket
-        .write_all(
-            format!(
-                "GET /subscribe/{channel} HTTP/1.1\r\nHost: x\r\n\
-                 Authorization: Bearer {TOKEN}\r\nConnection: close\r\n\r\n"
-            )
-            .as_bytes(),
-        )
-        .await
-        .expect("request");
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !String::from_utf8_lossy(&head).contains(&format!("subscribe,{channel},1")) {
-        socket.read_exact(&mut byte).await.expect("first event");
-        head.push(byte[0]);
-    }
+    let mut socket = stalled_reader(
+        &gw,
+        &format!("/subscribe/{channel}"),
+        &format!("subscribe,{channel},1"),
+    )
+    .await;
 
     // 64 MB straight into Redis, pipelined (built before measuring memory).
     let mut publisher = TcpStream::connect(("127.0.0.1", redis.port))

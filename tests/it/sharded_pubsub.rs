@@ -12,7 +12,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::harness::{prefix, test_config, Gateway, RedisCluster, RedisServer, TOKEN};
-use crate::pubsub::{connections, eventually, named, stream, Events};
+use crate::pubsub::{connections, eventually, named, stalled_reader, stream, Events};
 
 const TENANT_TOKEN: &str = "acme-sharded-token";
 
@@ -197,26 +197,13 @@ async fn a_slow_sharded_reader_is_cut_off() {
     config.sse_buffer = 16;
     let gw = Gateway::start_with(config).await;
     let channel = format!("{}slow", prefix());
-    let address = gw.url.trim_start_matches("http://").to_string();
-
     // A raw client that reads the first event, then stops reading.
-    let mut socket = TcpStream::connect(&address).await.expect("connect");
-    socket
-        .write_all(
-            format!(
-                "GET /ssubscribe/{channel} HTTP/1.1\r\nHost: x\r\n\
-                 Authorization: Bearer {TOKEN}\r\nConnection: close\r\n\r\n"
-            )
-            .as_bytes(),
-        )
-        .await
-        .expect("request");
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !String::from_utf8_lossy(&head).contains(&format!("ssubscribe,{channel},1")) {
-        socket.read_exact(&mut byte).await.expect("first event");
-        head.push(byte[0]);
-    }
+    let mut socket = stalled_reader(
+        &gw,
+        &format!("/ssubscribe/{channel}"),
+        &format!("ssubscribe,{channel},1"),
+    )
+    .await;
 
     // 16 MB of SPUBLISH straight into Redis, pipelined.
     let payload = "x".repeat(SIZE);

@@ -6,7 +6,7 @@
 //! error reply that is not UTF-8 does not break the connection: it becomes a
 //! `BlobError` with its bytes.
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{BufMut, Bytes};
 
 use crate::protocol::reply::{self, Frame};
 
@@ -15,19 +15,19 @@ use crate::protocol::reply::{self, Frame};
 #[error("invalid reply from Redis: {0}")]
 pub struct ProtocolError(&'static str);
 
-/// Appends one command as a RESP2 array of bulk strings.
-pub fn encode_command(out: &mut BytesMut, args: &[Bytes]) {
-    let size: usize = args.iter().map(|a| a.len() + 16).sum::<usize>() + 16;
-    out.reserve(size);
+/// Appends one command as a RESP2 array of bulk strings (every restash
+/// connection encodes commands with this: the multiplexer and the Pub/Sub links).
+pub fn encode_command<A: AsRef<[u8]>>(out: &mut impl BufMut, args: &[A]) {
     put_header(out, b'*', args.len());
     for arg in args {
+        let arg = arg.as_ref();
         put_header(out, b'$', arg.len());
         out.put_slice(arg);
         out.put_slice(b"\r\n");
     }
 }
 
-fn put_header(out: &mut BytesMut, prefix: u8, len: usize) {
+fn put_header(out: &mut impl BufMut, prefix: u8, len: usize) {
     out.put_u8(prefix);
     out.put_slice(itoa::Buffer::new().format(len).as_bytes());
     out.put_slice(b"\r\n");
@@ -211,6 +211,8 @@ fn line_frame(buf: &Bytes, at: usize, end: usize) -> Result<Frame, ProtocolError
 
 #[cfg(test)]
 mod tests {
+    use bytes::BytesMut;
+
     use super::*;
 
     fn decode_all(wire: &[u8]) -> Vec<Frame> {

@@ -391,6 +391,8 @@ impl<'a> Connection<'a> {
     /// Reads replies and hands each to the oldest waiter.
     async fn read_loop(&self, mut reader: Box<dyn AsyncRead + Send + Unpin>) -> Ended {
         let mut buf = BytesMut::with_capacity(READ_CHUNK);
+        // Where each complete reply of one read ends (kept across reads).
+        let mut ends = Vec::new();
         loop {
             if buf.capacity() - buf.len() < READ_CHUNK / 4 {
                 buf.reserve(READ_CHUNK);
@@ -402,7 +404,7 @@ impl<'a> Connection<'a> {
             }
             self.progress_ms.store(self.now_ms(), Ordering::Relaxed);
             // Every complete reply in the buffer, split off at once.
-            let mut ends = Vec::new();
+            ends.clear();
             let mut total = 0;
             let mut broken = None;
             loop {

@@ -9,7 +9,7 @@
 //! Clusters, Sentinel and transactions stay on fred.
 //! `RESTASH_REDIS_MULTIPLEXER=fred` turns this off.
 
-mod codec;
+pub(crate) mod codec;
 mod link;
 
 use std::fmt;

@@ -45,18 +45,7 @@ impl Reply {
 pub struct ProtocolError(&'static str);
 
 /// Appends `args` as one RESP command (an array of bulk strings) to `out`.
-pub fn encode(out: &mut Vec<u8>, args: &[&[u8]]) {
-    out.push(b'*');
-    out.extend_from_slice(itoa::Buffer::new().format(args.len()).as_bytes());
-    out.extend_from_slice(b"\r\n");
-    for arg in args {
-        out.push(b'$');
-        out.extend_from_slice(itoa::Buffer::new().format(arg.len()).as_bytes());
-        out.extend_from_slice(b"\r\n");
-        out.extend_from_slice(arg);
-        out.extend_from_slice(b"\r\n");
-    }
-}
+pub use crate::backend::mux::codec::encode_command as encode;
 
 /// Decodes the reply at the start of `buf`: `Ok(None)` while it is incomplete,
 /// otherwise the reply and how many bytes it used.
@@ -161,7 +150,8 @@ mod tests {
     #[test]
     fn encodes_commands() {
         let mut out = Vec::new();
-        encode(&mut out, &[b"SUBSCRIBE", b"a b", b""]);
+        let args: [&[u8]; 3] = [b"SUBSCRIBE", b"a b", b""];
+        encode(&mut out, &args);
         assert_eq!(out, b"*3\r\n$9\r\nSUBSCRIBE\r\n$3\r\na b\r\n$0\r\n\r\n");
     }
 
