@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::harness::{free_port, prefix, test_config, Gateway, RedisServer, READONLY_TOKEN, TOKEN};
+use crate::harness::{
+    free_port, prefix, test_config, Gateway, OutputWithin, RedisServer, READONLY_TOKEN, TOKEN,
+};
 
 const PYTHON: &str = "tests/sdk/python/.venv/bin/python";
 const SCHEMATHESIS: &str = "tests/sdk/python/.venv/bin/schemathesis";
@@ -32,8 +34,7 @@ fn run(program: &str, args: &[&str], env: &[(&str, String)]) -> String {
         .args(args)
         .current_dir(root())
         .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
+        .output_within(Duration::from_secs(300));
     let stdout = String::from_utf8_lossy(&output.stdout).to_string();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(

@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::harness::{free_port, prefix, test_config, Gateway, RedisServer, TOKEN};
+use crate::harness::{
+    free_port, prefix, test_config, Gateway, OutputWithin, RedisServer, CLI_LIMIT, TOKEN,
+};
 
 /// A `redis-server` on a fixed port that a test can kill and start again.
 struct RestartableRedis {
@@ -69,8 +71,7 @@ impl RestartableRedis {
         let output = Command::new("redis-cli")
             .args(["-p", &self.port.to_string()])
             .args(args)
-            .output()
-            .expect("redis-cli");
+            .output_within(CLI_LIMIT);
         String::from_utf8_lossy(&output.stdout).trim().to_string()
     }
 }

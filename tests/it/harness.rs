@@ -1,8 +1,9 @@
 //! Test harness: real `redis-server` processes on free ports and restash served
 //! in-process over real HTTP. Everything started here is stopped on drop.
 
+use std::io::Read;
 use std::net::TcpListener as StdListener;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use restash::config::Config;
@@ -13,12 +14,95 @@ pub const TOKEN: &str = "test-token";
 /// The read-only token every test gateway accepts.
 pub const READONLY_TOKEN: &str = "test-readonly-token";
 
+/// How long a `redis-cli` call may take before the test fails instead of hanging
+/// (`redis-cli -c` follows redirects forever while a cluster disagrees).
+pub const CLI_LIMIT: Duration = Duration::from_secs(20);
+
+/// Runs a child process to completion, as [`Command::output`] does, but for at most
+/// a time limit: past it the child is killed and the test fails with what it printed.
+pub trait OutputWithin {
+    /// Output of the finished child; panics if it cannot start or outlives `limit`.
+    fn output_within(&mut self, limit: Duration) -> Output;
+}
+
+impl OutputWithin for Command {
+    fn output_within(&mut self, limit: Duration) -> Output {
+        try_output_within(self, limit).unwrap_or_else(|error| panic!("{error}"))
+    }
+}
+
+/// [`OutputWithin::output_within`] that reports a child that cannot start or outlives
+/// `limit` (killed) as an error, with what it printed.
+pub fn try_output_within(command: &mut Command, limit: Duration) -> Result<Output, String> {
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot run {command:?}: {e}"))?;
+    let stdout = drain(child.stdout.take());
+    let stderr = drain(child.stderr.take());
+    let deadline = Instant::now() + limit;
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => {
+                return Ok(Output {
+                    status,
+                    stdout: collect(stdout, limit),
+                    stderr: collect(stderr, limit),
+                })
+            }
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
+            Ok(None) | Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                // A grandchild may hold the pipes open: wait only briefly for them.
+                let grace = Duration::from_secs(1);
+                return Err(format!(
+                    "{command:?} still running after {limit:?}; killed\n--- stdout\n{}\n--- stderr\n{}",
+                    String::from_utf8_lossy(&collect(stdout, grace)),
+                    String::from_utf8_lossy(&collect(stderr, grace))
+                ));
+            }
+        }
+    }
+}
+
+/// Reads a child's pipe to its end on a thread of its own.
+fn drain(pipe: Option<impl Read + Send + 'static>) -> std::sync::mpsc::Receiver<Vec<u8>> {
+    let (sender, receiver) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        if let Some(mut pipe) = pipe {
+            let _ = pipe.read_to_end(&mut bytes);
+        }
+        let _ = sender.send(bytes);
+    });
+    receiver
+}
+
+/// What [`drain`] read, or nothing if the pipe is still open after `limit`.
+fn collect(drained: std::sync::mpsc::Receiver<Vec<u8>>, limit: Duration) -> Vec<u8> {
+    drained.recv_timeout(limit).unwrap_or_default()
+}
+
 /// A free TCP port on the loopback interface.
 pub fn free_port() -> u16 {
     StdListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("no free port")
+}
+
+/// A free port for a cluster node: Redis listens for its cluster bus on the port
+/// plus 10,000, so that one must be free too (and below 65,536).
+fn free_cluster_port() -> u16 {
+    loop {
+        let port = free_port();
+        if port <= 55_000 && StdListener::bind(("127.0.0.1", port + 10_000)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// For cluster nodes, a per-port cluster config file next to the data dir.
@@ -72,7 +156,11 @@ impl RedisServer {
     /// Like [`RedisServer::start`], with extra `redis-server` arguments.
     pub fn start_with(extra: &[&str]) -> RedisServer {
         for _ in 0..5 {
-            let port = free_port();
+            let port = if extra.contains(&"--cluster-enabled") {
+                free_cluster_port()
+            } else {
+                free_port()
+            };
             let child = Command::new("redis-server")
                 .args([
                     "--port",
@@ -115,8 +203,7 @@ impl RedisServer {
         let output = Command::new("redis-cli")
             .args(["-p", &self.port.to_string()])
             .args(args)
-            .output()
-            .expect("redis-cli");
+            .output_within(CLI_LIMIT);
         String::from_utf8_lossy(&output.stdout).trim().to_string()
     }
 
@@ -151,8 +238,23 @@ pub struct RedisCluster {
 
 impl RedisCluster {
     /// Starts `primaries` primaries with `replicas` replicas each and waits for
-    /// `cluster_state:ok` on every node.
+    /// `cluster_state:ok` on every node. A cluster that does not form in time (its
+    /// nodes never agree) is killed and started again on new ports, up to 3 times.
     pub fn start(primaries: usize, replicas: usize) -> RedisCluster {
+        let mut failures = Vec::new();
+        for _ in 0..3 {
+            match RedisCluster::try_start(primaries, replicas) {
+                Ok(cluster) => return cluster,
+                Err(error) => {
+                    eprintln!("a test cluster did not form, starting another: {error}");
+                    failures.push(error);
+                }
+            }
+        }
+        panic!("could not start a cluster:\n{}", failures.join("\n"));
+    }
+
+    fn try_start(primaries: usize, replicas: usize) -> Result<RedisCluster, String> {
         let dir =
             std::env::temp_dir().join(format!("restash-cluster-{:08x}", rand::random::<u32>()));
         std::fs::create_dir_all(&dir).expect("cluster dir");
@@ -173,24 +275,28 @@ impl RedisCluster {
             .iter()
             .map(|n| format!("127.0.0.1:{}", n.port))
             .collect();
-        let output = Command::new("redis-cli")
-            .arg("--cluster")
-            .arg("create")
-            .args(&addresses)
-            .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
-            .output()
-            .expect("redis-cli --cluster create");
-        assert!(
-            output.status.success(),
-            "cluster create failed: {}",
-            String::from_utf8_lossy(&output.stdout)
-        );
+        // Dropped on any early return: kills the nodes and removes the directory.
         let cluster = RedisCluster { nodes, dir };
-        cluster.wait_ok(Duration::from_secs(20));
-        cluster
+        // `--cluster create` waits for the nodes to agree with no limit of its own.
+        let output = try_output_within(
+            Command::new("redis-cli")
+                .arg("--cluster")
+                .arg("create")
+                .args(&addresses)
+                .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"]),
+            Duration::from_secs(30),
+        )?;
+        if !output.status.success() {
+            return Err(format!(
+                "cluster create failed: {}",
+                String::from_utf8_lossy(&output.stdout)
+            ));
+        }
+        cluster.wait_ok(Duration::from_secs(20))?;
+        Ok(cluster)
     }
 
-    fn wait_ok(&self, limit: Duration) {
+    fn wait_ok(&self, limit: Duration) -> Result<(), String> {
         let deadline = Instant::now() + limit;
         loop {
             let all_ok = self.nodes.iter().all(|n| {
@@ -209,9 +315,11 @@ impl RedisCluster {
                     .all(|m| slots.contains(&m.port.to_string()))
             });
             if all_ok && replicas_synced && slots_complete {
-                return;
+                return Ok(());
             }
-            assert!(Instant::now() < deadline, "cluster did not become ok");
+            if Instant::now() >= deadline {
+                return Err(format!("the cluster was not ok within {limit:?}"));
+            }
             std::thread::sleep(Duration::from_millis(100));
         }
     }
@@ -358,7 +466,12 @@ impl Gateway {
         });
         let gateway = Gateway {
             url,
-            http: reqwest::Client::new(),
+            // A gateway that stops answering fails the test instead of hanging it.
+            http: reqwest::Client::builder()
+                .connect_timeout(Duration::from_secs(5))
+                .read_timeout(Duration::from_secs(60))
+                .build()
+                .expect("http client"),
             shutdown: Some(tx),
             task: Some(task),
         };

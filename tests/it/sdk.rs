@@ -3,8 +3,11 @@
 
 use std::path::Path;
 use std::process::Command;
+use std::time::Duration;
 
-use crate::harness::{prefix, Gateway, RedisCluster, RedisServer, READONLY_TOKEN, TOKEN};
+use crate::harness::{
+    prefix, Gateway, OutputWithin, RedisCluster, RedisServer, READONLY_TOKEN, TOKEN,
+};
 
 fn run_suite(gateway: &Gateway, key_prefix: &str, program: &str, args: &[&str]) {
     let root = env!("CARGO_MANIFEST_DIR");
@@ -15,8 +18,7 @@ fn run_suite(gateway: &Gateway, key_prefix: &str, program: &str, args: &[&str]) 
         .env("UPSTASH_REDIS_REST_TOKEN", TOKEN)
         .env("RESTASH_READONLY_TOKEN", READONLY_TOKEN)
         .env("RESTASH_TEST_PREFIX", key_prefix)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
+        .output_within(Duration::from_secs(300));
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(

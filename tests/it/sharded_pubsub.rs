@@ -11,7 +11,9 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::harness::{prefix, test_config, Gateway, RedisCluster, RedisServer, TOKEN};
+use crate::harness::{
+    prefix, test_config, Gateway, OutputWithin, RedisCluster, RedisServer, CLI_LIMIT, TOKEN,
+};
 use crate::pubsub::{connections, eventually, named, stalled_reader, stream, Events};
 
 const TENANT_TOKEN: &str = "acme-sharded-token";
@@ -296,8 +298,7 @@ fn cli_following_redirects(node: &RedisServer, args: &[&str]) -> String {
     let output = Command::new("redis-cli")
         .args(["-c", "-p", &node.port.to_string()])
         .args(args)
-        .output()
-        .expect("redis-cli");
+        .output_within(CLI_LIMIT);
     String::from_utf8_lossy(&output.stdout).trim().to_string()
 }
 
@@ -399,12 +400,33 @@ async fn ssubscribe_on_a_cluster_follows_hash_slots() {
     let to = (from + 1) % 3;
     let slot = restash::routing::key_slot(moved.as_bytes()).to_string();
     let target = node_id(&cluster.nodes[to]);
-    for node in [from, to, (from + 2) % 3] {
+    // The new owner takes the cluster's highest config epoch first, so that a gossip
+    // message still claiming the slot for the old owner cannot win it back (the two
+    // would then redirect to each other for ever); new owner first, as Redis advises.
+    let bumped = cluster.nodes[to].cli(&["CLUSTER", "BUMPEPOCH"]);
+    assert!(
+        bumped.starts_with("BUMPED") || bumped.starts_with("STILL"),
+        "{bumped}"
+    );
+    for node in [to, from, (from + 2) % 3] {
         assert_eq!(
             cluster.nodes[node].cli(&["CLUSTER", "SETSLOT", &slot, "NODE", &target]),
             "OK"
         );
     }
+    let new_owner = cluster.nodes[to].port;
+    let slot_number = restash::routing::key_slot(moved.as_bytes());
+    eventually(
+        "every node to agree on the slot's new owner",
+        Duration::from_secs(10),
+        || {
+            cluster
+                .nodes
+                .iter()
+                .all(|node| slot_owners(node).get(&slot_number) == Some(&new_owner))
+        },
+    )
+    .await;
     let ended = "event: error\ndata: ERR stream closed: Redis ended the subscription: \
                  the channel's hash slot moved to another node; subscribe again";
     for events in [&mut streams[0].2, &mut second] {

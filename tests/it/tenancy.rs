@@ -18,7 +18,9 @@ use base64::Engine;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{json, Value};
 
-use crate::harness::{test_config, Gateway, RedisCluster, RedisServer, TOKEN};
+use crate::harness::{
+    test_config, Gateway, OutputWithin, RedisCluster, RedisServer, CLI_LIMIT, TOKEN,
+};
 
 /// A scratch directory, removed on drop.
 struct Scratch(PathBuf);
@@ -675,8 +677,7 @@ impl Keys {
         let output = Process::new("openssl")
             .args(["pkey", "-pubin", "-in", "rsa.pub", "-noout", "-text"])
             .current_dir(&self.scratch.0)
-            .output()
-            .expect("openssl");
+            .output_within(CLI_LIMIT);
         let text = String::from_utf8_lossy(&output.stdout);
         let modulus: String = text
             .split("Modulus:")
@@ -1045,8 +1046,7 @@ async fn jwks_keys_and_the_token_subcommand() {
             .env_remove("RESTASH_JWT_ISSUER")
             .env_remove("RESTASH_JWT_AUDIENCE")
             .current_dir(&scratch.0)
-            .output()
-            .expect("restash token");
+            .output_within(CLI_LIMIT);
         assert!(
             output.status.success(),
             "{}",
@@ -1076,8 +1076,7 @@ async fn jwks_keys_and_the_token_subcommand() {
     let status = Process::new(env!("CARGO_BIN_EXE_restash"))
         .args(["token", "--mode", "root"])
         .env("RESTASH_JWT_SECRET", "cli-secret")
-        .output()
-        .expect("restash token")
+        .output_within(CLI_LIMIT)
         .status;
     assert_eq!(status.code(), Some(2));
 }
