@@ -7,6 +7,14 @@
 //!
 //! Commands are never replayed after a reconnect (`max_command_attempts = 1`):
 //! a caller gets a 503 and decides, rather than a write applied twice.
+//!
+//! A cluster's `MOVED`/`ASK` is different: Redis did not run the command, so it is
+//! safe to send again. fred would count that second write as a replay and fail it,
+//! so fred follows no redirect itself (`max_redirections = 0`): after a `MOVED` it
+//! reads the slot map again and reports the redirect, and restash sends the
+//! command again (at most [`REDIRECT_RETRIES`] times), now to the new owner. A
+//! transaction with a redirected command was discarded by Redis (`EXECABORT`), so
+//! it is sent again whole, on the same connection.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -113,6 +121,8 @@ pub(crate) fn base_builder(
         connection_timeout: connect_timeout,
         internal_command_timeout: reply_timeout,
         max_command_attempts: 1,
+        // Redirects come back to restash, which sends the command again (see above).
+        max_redirections: 0,
         ..ConnectionConfig::default()
     };
     Ok((builder, connection))
@@ -321,7 +331,7 @@ impl Backend {
             return mux.one(args).await;
         }
         let client = self.shared.next();
-        send_one(client, self.to_custom(args, &target))
+        send_following_redirects(client, self.to_custom(args, &target))
             .await
             .map_err(|e| self.map_error(e))
     }
@@ -360,7 +370,7 @@ impl Backend {
                 .take(PIPELINE_CHUNK)
                 .map(|(args, target)| self.to_custom(args, &target))
                 .collect();
-            let results = send_in_order(&client, chunk).await;
+            let results = send_in_order_following_redirects(&client, chunk).await;
             for result in results {
                 replies.push(result.map_err(|e| self.map_error(e))?);
             }
@@ -382,7 +392,19 @@ impl Backend {
         batch.push(self.to_custom(vec![Bytes::from_static(b"EXEC")], &target));
         let client = self.transactions.acquire().await;
         let lease = crate::metrics::PoolLease::start("transactions");
-        let results = send_in_order(&*client, batch).await;
+        let mut tries = 0;
+        let results = loop {
+            let results = send_in_order(&*client, batch.clone()).await;
+            // A redirected command inside MULTI makes Redis discard the transaction
+            // (EXECABORT): nothing ran, and this client has read the slot map again.
+            let redirected = results
+                .iter()
+                .any(|result| result.as_ref().is_err_and(is_redirect));
+            if !redirected || tries == REDIRECT_RETRIES {
+                break results;
+            }
+            tries += 1;
+        };
         drop(lease);
         drop(client);
         let mut frames = Vec::with_capacity(results.len());
@@ -459,6 +481,7 @@ impl Backend {
 }
 
 /// A command in fred's terms.
+#[derive(Clone)]
 struct Prepared {
     command: CustomCommand,
     args: Vec<Value>,
@@ -477,6 +500,52 @@ async fn send_one<C: ClientLike>(client: &C, prepared: Prepared) -> Result<Frame
     } else {
         client.custom_raw(prepared.command, prepared.args).await
     }
+}
+
+/// How many times a command the cluster redirected (`MOVED`, `ASK`) is sent again.
+pub const REDIRECT_RETRIES: usize = 3;
+
+/// [`send_one`], sending the command again when the cluster redirected it: fred has
+/// read the slot map again by then (after `MOVED`), so the next try reaches the
+/// slot's new owner. Redis runs no redirected command, so nothing runs twice.
+async fn send_following_redirects<C: ClientLike>(
+    client: &C,
+    prepared: Prepared,
+) -> Result<Frame, FredError> {
+    let mut tries = 0;
+    loop {
+        match send_one(client, prepared.clone()).await {
+            Err(error) if is_redirect(&error) && tries < REDIRECT_RETRIES => tries += 1,
+            Err(error) if is_redirect(&error) => {
+                return Err(FredError::new(
+                    ErrorKind::Routing,
+                    format!(
+                        "the cluster redirected the command {} times (is its hash slot \
+                         being migrated?); try again",
+                        tries + 1
+                    ),
+                ))
+            }
+            other => return other,
+        }
+    }
+}
+
+/// fred's report of a `MOVED` or `ASK` it did not follow (`max_redirections = 0`).
+fn is_redirect(error: &FredError) -> bool {
+    *error.kind() == ErrorKind::Routing && error.details().starts_with("Too many redirections")
+}
+
+/// [`send_in_order`] for commands outside a transaction: each redirected command
+/// is sent again on its own, after the others.
+async fn send_in_order_following_redirects<C: ClientLike>(
+    client: &C,
+    commands: Vec<Prepared>,
+) -> Vec<Result<Frame, FredError>> {
+    let futures = commands
+        .into_iter()
+        .map(|prepared| send_following_redirects(client, prepared));
+    futures::future::join_all(futures).await
 }
 
 /// Hands every command to fred before awaiting any reply. Each `custom_raw`

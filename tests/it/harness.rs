@@ -324,6 +324,78 @@ impl RedisCluster {
         }
     }
 
+    /// The port of the primary that owns each slot, as node `index` sees it (`CLUSTER NODES`).
+    pub fn slot_owners(&self, index: usize) -> std::collections::HashMap<u16, u16> {
+        let mut owners = std::collections::HashMap::new();
+        for line in self.nodes[index].cli(&["CLUSTER", "NODES"]).lines() {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            if fields.len() < 9 || !fields[2].contains("master") {
+                continue;
+            }
+            let port: u16 = fields[1]
+                .split(['@', ','])
+                .next()
+                .and_then(|a| a.rsplit_once(':'))
+                .and_then(|(_, p)| p.parse().ok())
+                .expect("node port");
+            for range in &fields[8..] {
+                if range.starts_with('[') {
+                    continue;
+                }
+                let (first, last) = range.split_once('-').unwrap_or((range, range));
+                for slot in first.parse::<u16>().unwrap()..=last.parse::<u16>().unwrap() {
+                    owners.insert(slot, port);
+                }
+            }
+        }
+        owners
+    }
+
+    /// The index of the primary that owns `slot`, as node 0 sees it.
+    pub fn owner_of(&self, slot: u16) -> usize {
+        let port = self.slot_owners(0)[&slot];
+        self.nodes
+            .iter()
+            .position(|n| n.port == port)
+            .expect("owner is a node")
+    }
+
+    /// Hands the (empty) hash slot `slot` to primary `to` and waits until every
+    /// node agrees. The new owner takes the cluster's highest config epoch first, so
+    /// that a gossip message still claiming the slot for the old owner cannot win it
+    /// back (the two would then redirect to each other for ever); the new owner is
+    /// told first, as Redis advises.
+    pub async fn move_slot(&self, slot: u16, to: usize) {
+        let target = self.nodes[to].cli(&["CLUSTER", "MYID"]);
+        let bumped = self.nodes[to].cli(&["CLUSTER", "BUMPEPOCH"]);
+        assert!(
+            bumped.starts_with("BUMPED") || bumped.starts_with("STILL"),
+            "{bumped}"
+        );
+        let slot_text = slot.to_string();
+        let order = std::iter::once(to).chain((0..self.nodes.len()).filter(|n| *n != to));
+        for node in order {
+            if self.nodes[node].cli(&["ROLE"]).starts_with("slave") {
+                continue;
+            }
+            assert_eq!(
+                self.nodes[node].cli(&["CLUSTER", "SETSLOT", &slot_text, "NODE", &target]),
+                "OK"
+            );
+        }
+        let new_owner = self.nodes[to].port;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !(0..self.nodes.len())
+            .all(|node| self.slot_owners(node).get(&slot) == Some(&new_owner))
+        {
+            assert!(
+                Instant::now() < deadline,
+                "the nodes did not agree that slot {slot} moved within 10 s"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// `redis-cluster://…` URL naming every node.
     pub fn url(&self) -> String {
         let mut url = format!("redis-cluster://127.0.0.1:{}", self.nodes[0].port);

@@ -2,7 +2,6 @@
 //! extension): on one node, and on a cluster where each channel is subscribed on the
 //! primary that owns its hash slot, one shared link per primary.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
@@ -262,37 +261,6 @@ async fn a_slow_sharded_reader_is_cut_off() {
     );
 }
 
-/// The port of the primary that owns each slot, from `CLUSTER NODES`.
-fn slot_owners(node: &RedisServer) -> HashMap<u16, u16> {
-    let mut owners = HashMap::new();
-    for line in node.cli(&["CLUSTER", "NODES"]).lines() {
-        let fields: Vec<&str> = line.split_whitespace().collect();
-        if fields.len() < 9 || !fields[2].contains("master") {
-            continue;
-        }
-        let port: u16 = fields[1]
-            .split(['@', ','])
-            .next()
-            .and_then(|a| a.rsplit_once(':'))
-            .and_then(|(_, p)| p.parse().ok())
-            .expect("node port");
-        for range in &fields[8..] {
-            if range.starts_with('[') {
-                continue;
-            }
-            let (first, last) = range.split_once('-').unwrap_or((range, range));
-            for slot in first.parse::<u16>().unwrap()..=last.parse::<u16>().unwrap() {
-                owners.insert(slot, port);
-            }
-        }
-    }
-    owners
-}
-
-fn node_id(node: &RedisServer) -> String {
-    node.cli(&["CLUSTER", "MYID"])
-}
-
 /// `redis-cli -c` (follows redirects) against `node`.
 fn cli_following_redirects(node: &RedisServer, args: &[&str]) -> String {
     let output = Command::new("redis-cli")
@@ -310,7 +278,7 @@ async fn ssubscribe_on_a_cluster_follows_hash_slots() {
     config.tokens_file = Some(tokens.path());
     let gw = Gateway::start_with(config).await;
     let p = prefix();
-    let owners = slot_owners(&cluster.nodes[0]);
+    let owners = cluster.slot_owners(0);
     assert_eq!(owners.len(), 16384);
     let index_of = |port: u16| cluster.nodes.iter().position(|n| n.port == port).unwrap();
     // Two channels owned by each primary.
@@ -398,35 +366,9 @@ async fn ssubscribe_on_a_cluster_follows_hash_slots() {
     // and so do both streams; the other channel of that node is unaffected.
     let (moved, from) = (channels[0].0.clone(), channels[0].1);
     let to = (from + 1) % 3;
-    let slot = restash::routing::key_slot(moved.as_bytes()).to_string();
-    let target = node_id(&cluster.nodes[to]);
-    // The new owner takes the cluster's highest config epoch first, so that a gossip
-    // message still claiming the slot for the old owner cannot win it back (the two
-    // would then redirect to each other for ever); new owner first, as Redis advises.
-    let bumped = cluster.nodes[to].cli(&["CLUSTER", "BUMPEPOCH"]);
-    assert!(
-        bumped.starts_with("BUMPED") || bumped.starts_with("STILL"),
-        "{bumped}"
-    );
-    for node in [to, from, (from + 2) % 3] {
-        assert_eq!(
-            cluster.nodes[node].cli(&["CLUSTER", "SETSLOT", &slot, "NODE", &target]),
-            "OK"
-        );
-    }
-    let new_owner = cluster.nodes[to].port;
-    let slot_number = restash::routing::key_slot(moved.as_bytes());
-    eventually(
-        "every node to agree on the slot's new owner",
-        Duration::from_secs(10),
-        || {
-            cluster
-                .nodes
-                .iter()
-                .all(|node| slot_owners(node).get(&slot_number) == Some(&new_owner))
-        },
-    )
-    .await;
+    cluster
+        .move_slot(restash::routing::key_slot(moved.as_bytes()), to)
+        .await;
     let ended = "event: error\ndata: ERR stream closed: Redis ended the subscription: \
                  the channel's hash slot moved to another node; subscribe again";
     for events in [&mut streams[0].2, &mut second] {
