@@ -55,6 +55,10 @@ pub fn reply_len(buf: &[u8]) -> Result<Option<usize>, ProtocolError> {
                 if buf.len() < end {
                     return Ok(None);
                 }
+                // Out of step with Redis: better a lost connection than a wrong reply.
+                if &buf[end - 2..end] != b"\r\n" {
+                    return Err(ProtocolError("a bulk string does not end with CRLF"));
+                }
                 end
             }
             Header::Array { start, count } if count > 0 => {
@@ -279,6 +283,12 @@ mod tests {
         assert!(reply_len(b"?what\r\n").is_err());
         assert!(reply_len(b"$x\r\n").is_err());
         assert!(reply_len(b"$9223372036854775807\r\nab\r\n").is_ok_and(|l| l.is_none()));
+        // A bulk string longer than its header says: the stream is out of step.
+        assert_eq!(
+            reply_len(b"$3\r\nabcd\r\n"),
+            Err(ProtocolError("a bulk string does not end with CRLF"))
+        );
+        assert!(reply_len(b"*2\r\n$1\r\nab\r\n:1\r\n").is_err());
     }
 
     #[test]
