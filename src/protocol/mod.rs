@@ -5,6 +5,7 @@
 //!
 //! Nothing here talks to Redis or knows about HTTP frameworks.
 
+mod json_body;
 pub mod reply;
 pub mod request;
 

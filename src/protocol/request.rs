@@ -88,65 +88,23 @@ pub enum RequestError {
 /// Arguments are slices of `body` (no copy) unless they contain JSON escapes.
 pub fn parse_command_json(body: impl Into<Bytes>) -> Result<Command, RequestError> {
     let body = body.into();
-    let items = parse_array(&body, RequestError::NotAnArray)?;
-    command_from_raw(&body, &items)
+    super::json_body::command(&body, body_text(&body)?)
 }
 
 /// Parses `/pipeline` and `/multi-exec` bodies: a JSON array of command arrays.
 pub fn parse_pipeline_json(body: impl Into<Bytes>) -> Result<Vec<Command>, RequestError> {
     let body = body.into();
-    let items = parse_array(&body, RequestError::NotAnArrayOfCommands)?;
-    if items.is_empty() {
-        return Err(RequestError::EmptyPipeline);
-    }
-    items
-        .into_iter()
-        .map(|item| {
-            if !item.get().starts_with('[') {
-                return Err(RequestError::NotAnArrayOfCommands);
-            }
-            let inner: Vec<&RawValue> = serde_json::from_str(item.get())
-                .map_err(|e| RequestError::MalformedJson(e.to_string()))?;
-            command_from_raw(&body, &inner)
-        })
-        .collect()
+    super::json_body::pipeline(&body, body_text(&body)?)
 }
 
-/// The items of the top-level array, in one pass; on failure, a second look
-/// tells "not JSON" from "JSON, but not an array".
-fn parse_array(body: &Bytes, not_array: RequestError) -> Result<Vec<&RawValue>, RequestError> {
+/// The body as text, refused when it is not UTF-8 or holds nothing but whitespace.
+fn body_text(body: &Bytes) -> Result<&str, RequestError> {
     let text = std::str::from_utf8(body)
         .map_err(|_| RequestError::MalformedJson("the body is not valid UTF-8".into()))?;
     if text.trim_start().is_empty() {
         return Err(RequestError::MalformedJson("the body is empty".into()));
     }
-    match serde_json::from_str::<Vec<&RawValue>>(text) {
-        Ok(items) => Ok(items),
-        Err(array_error) => match serde_json::from_str::<&RawValue>(text) {
-            Ok(value) if !value.get().starts_with('[') => Err(not_array),
-            Ok(_) => Err(RequestError::MalformedJson(array_error.to_string())),
-            Err(error) => Err(RequestError::MalformedJson(error.to_string())),
-        },
-    }
-}
-
-fn command_from_raw(body: &Bytes, items: &[&RawValue]) -> Result<Command, RequestError> {
-    if items.is_empty() {
-        return Err(RequestError::EmptyCommand);
-    }
-    let mut args = Vec::with_capacity(items.len());
-    for (index, raw) in items.iter().enumerate() {
-        let arg = argument_from_raw(body, raw, index + 1)?;
-        if index == 0 && !is_valid_command_name(raw, &arg) {
-            return Err(RequestError::BadCommandName);
-        }
-        args.push(arg);
-    }
-    Ok(Command { args })
-}
-
-fn is_valid_command_name(raw: &RawValue, name: &Bytes) -> bool {
-    raw.get().starts_with('"') && is_valid_name_bytes(name)
+    Ok(text)
 }
 
 /// A command name is non-empty and has no whitespace or control characters
@@ -157,7 +115,11 @@ pub fn is_valid_name_bytes(name: &[u8]) -> bool {
 
 /// One argument; `raw` borrows from `body`, so plain strings and numbers are
 /// slices of it.
-fn argument_from_raw(body: &Bytes, raw: &RawValue, position: usize) -> Result<Bytes, RequestError> {
+pub(super) fn argument_from_raw(
+    body: &Bytes,
+    raw: &RawValue,
+    position: usize,
+) -> Result<Bytes, RequestError> {
     let text = raw.get();
     match text.as_bytes().first() {
         Some(b'"') => {
@@ -346,6 +308,58 @@ mod tests {
             parse_pipeline_json(br#"[["GET","a"],[]]"#),
             Err(RequestError::EmptyCommand)
         );
+    }
+
+    /// One pass over the body, with the answers a parse-then-check would give: a
+    /// syntax error anywhere wins, otherwise the first problem in document order.
+    #[test]
+    fn errors_keep_their_precedence() {
+        for (body, expected) in [
+            (&br#"[["SET","k",null],[1,"#[..], "malformed"),
+            (br#"["SET",null] x"#, "malformed"),
+            (br#"["GET","a"]]"#, "malformed"),
+            (br#"["SET","k",null,{"a":1}]"#, "argument 3 is null"),
+            (br#"[1,null]"#, "command name"),
+        ] {
+            let error = parse_command_json(body).unwrap_err().to_string();
+            let ok = match expected {
+                "malformed" => error.starts_with("ERR failed to parse"),
+                text => error.contains(text),
+            };
+            assert!(ok, "{}: {error}", String::from_utf8_lossy(body));
+        }
+        for body in [
+            &b"5"[..],
+            b"\"text\"",
+            b"null",
+            b"true",
+            b"-1.5",
+            br#"{"a":[1]}"#,
+        ] {
+            assert_eq!(parse_command_json(body), Err(RequestError::NotAnArray));
+            assert_eq!(
+                parse_pipeline_json(body),
+                Err(RequestError::NotAnArrayOfCommands)
+            );
+        }
+        assert_eq!(
+            parse_pipeline_json(br#"[["GET","a"],5,["SET",null]]"#),
+            Err(RequestError::NotAnArrayOfCommands)
+        );
+        assert_eq!(
+            parse_pipeline_json(br#"[["SET","k",[]],{"x":1}]"#),
+            Err(RequestError::BadArgument {
+                position: 3,
+                kind: "an array"
+            })
+        );
+        assert!(matches!(
+            parse_pipeline_json(br#"[["SET","k",[]],{"x":1]"#),
+            Err(RequestError::MalformedJson(_))
+        ));
+        let cmds = parse_pipeline_json(br#" [ ["GET", "a\nb"] , ["INCRBY","n",-2] ] "#).unwrap();
+        assert_eq!(strings(&cmds[0]), ["GET", "a\nb"]);
+        assert_eq!(strings(&cmds[1]), ["INCRBY", "n", "-2"]);
     }
 
     #[test]
