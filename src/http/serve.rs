@@ -17,7 +17,7 @@ use hyper::server::conn::http1;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::service::TowerToHyperService;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 
 use super::App;
 use tokio::sync::watch;
@@ -78,36 +78,68 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let service = TowerToHyperService::new(app.clone());
-        let mut stop = stop_rx.clone();
+        let stop = stop_rx.clone();
         let open = open_rx.clone();
-        tokio::spawn(async move {
-            let io = TokioIo::new(stream);
-            if http2 {
-                let mut builder = Builder::new(TokioExecutor::new());
-                builder
-                    .http1()
-                    .timer(TokioTimer::new())
-                    .header_read_timeout(header_timeout);
-                builder.http2().timer(TokioTimer::new());
-                let connection = builder.serve_connection_with_upgrades(io, service);
-                tokio::pin!(connection);
-                drive!(connection, stop);
-            } else {
-                let mut builder = http1::Builder::new();
-                builder
-                    .timer(TokioTimer::new())
-                    .header_read_timeout(header_timeout);
-                let connection = builder.serve_connection(io, service).with_upgrades();
-                tokio::pin!(connection);
-                drive!(connection, stop);
-            }
-            drop(open);
-        });
+        // Two tasks of different types rather than one with both branches: a task is
+        // as large as its largest state, and the HTTP/2-capable connection is about
+        // twice the size of the HTTP/1.1 one (every open connection carries it).
+        if http2 {
+            tokio::spawn(serve_http1_and_2(
+                stream,
+                service,
+                header_timeout,
+                stop,
+                open,
+            ));
+        } else {
+            tokio::spawn(serve_http1(stream, service, header_timeout, stop, open));
+        }
     }
     drop(listener);
     drop(open_rx);
     open_tx.closed().await;
     Ok(())
+}
+
+/// The service a connection calls: the app, as hyper wants it.
+type ConnectionService = TowerToHyperService<App>;
+
+/// One HTTP/1.1 connection. `_open` is dropped when the connection ends.
+async fn serve_http1(
+    stream: TcpStream,
+    service: ConnectionService,
+    header_timeout: Duration,
+    mut stop: watch::Receiver<bool>,
+    _open: watch::Receiver<()>,
+) {
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout);
+    let connection = builder
+        .serve_connection(TokioIo::new(stream), service)
+        .with_upgrades();
+    tokio::pin!(connection);
+    drive!(connection, stop);
+}
+
+/// One connection that may speak HTTP/1.1 or HTTP/2 (prior knowledge).
+async fn serve_http1_and_2(
+    stream: TcpStream,
+    service: ConnectionService,
+    header_timeout: Duration,
+    mut stop: watch::Receiver<bool>,
+    _open: watch::Receiver<()>,
+) {
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout);
+    builder.http2().timer(TokioTimer::new());
+    let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+    tokio::pin!(connection);
+    drive!(connection, stop);
 }
 
 fn is_resource_exhausted(error: &std::io::Error) -> bool {
