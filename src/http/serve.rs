@@ -146,3 +146,71 @@ fn is_resource_exhausted(error: &std::io::Error) -> bool {
     // EMFILE (24) and ENFILE (23): no file descriptor for the new connection.
     matches!(error.raw_os_error(), Some(23) | Some(24))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::convert::Infallible;
+    use std::future::Future;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use std::task::{Context, Wake, Waker};
+
+    use axum::body::Body;
+    use hyper::server::conn::http1;
+    use hyper_util::rt::TokioIo;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A waker that counts how often it is woken.
+    struct CountingWaker(AtomicUsize);
+
+    impl Wake for CountingWaker {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    /// A connection task woken while it runs is re-queued as a yield, and tokio
+    /// then wakes a sleeping worker thread: two context switches per request with a
+    /// body. hyper 1.12.0 did that on every body it had finished sending; the
+    /// vendored copy does not (vendor/README.md). With an unpatched hyper this test
+    /// counts one wake.
+    #[tokio::test]
+    async fn taking_a_request_body_does_not_wake_the_connection_itself() {
+        let (client, server) = tokio::io::duplex(64 * 1024);
+        let (mut client_read, mut client_write) = tokio::io::split(client);
+        let service = hyper::service::service_fn(|request: hyper::Request<_>| async move {
+            let body = axum::body::to_bytes(Body::new(request.into_body()), 1024).await;
+            let length = body.map(|bytes| bytes.len()).unwrap_or(0);
+            Ok::<_, Infallible>(hyper::Response::new(Body::from(length.to_string())))
+        });
+        let connection = http1::Builder::new().serve_connection(TokioIo::new(server), service);
+        let mut connection = std::pin::pin!(connection);
+        client_write
+            .write_all(b"POST / HTTP/1.1\r\nhost: test\r\ncontent-length: 5\r\n\r\nhello")
+            .await
+            .expect("write the request");
+
+        let wakes = Arc::new(CountingWaker(AtomicUsize::new(0)));
+        let waker = Waker::from(wakes.clone());
+        // One poll reads the request, runs the service and writes the response.
+        let poll = connection.as_mut().poll(&mut Context::from_waker(&waker));
+        assert!(
+            poll.is_pending(),
+            "the connection stays open for the next request"
+        );
+
+        let mut response = vec![0; 1024];
+        let read = client_read
+            .read(&mut response)
+            .await
+            .expect("read the response");
+        let response = String::from_utf8_lossy(&response[..read]);
+        assert!(response.starts_with("HTTP/1.1 200 OK"), "{response}");
+        assert!(response.ends_with("\r\n\r\n5"), "{response}");
+        assert_eq!(
+            wakes.0.load(Ordering::SeqCst),
+            0,
+            "the connection woke itself"
+        );
+    }
+}

@@ -158,6 +158,14 @@ fn image_ports_and_user_agree() {
     );
     // The include_str! of the OpenAPI document needs it in the build context.
     assert!(dockerfile.contains("COPY openapi"));
+    // So does the vendored hyper that Cargo.toml patches in.
+    let manifest = read(&root().join("Cargo.toml"));
+    if manifest.contains("path = \"vendor/") {
+        assert!(
+            dockerfile.contains("COPY vendor ./vendor"),
+            "Cargo.toml patches a crate from vendor/, the image build must copy it"
+        );
+    }
 
     // One port everywhere: the listen address' port.
     let listen = configmap["data"]["RESTASH_LISTEN"].as_str().unwrap();
