@@ -331,9 +331,15 @@ impl Backend {
             return mux.one(args).await;
         }
         let client = self.shared.next();
-        send_following_redirects(client, self.to_custom(args, &target))
-            .await
-            .map_err(|e| self.map_error(e))
+        // fred's command future is about 8 KB. Boxed, it does not size (and get
+        // copied with) every future that awaits this one, including the
+        // multiplexer's path above.
+        Box::pin(send_following_redirects(
+            client,
+            self.to_custom(args, &target),
+        ))
+        .await
+        .map_err(|e| self.map_error(e))
     }
 
     /// Runs commands as one pipeline (fred's default routing): in order, not atomic,

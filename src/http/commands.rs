@@ -86,19 +86,21 @@ async fn run_single(
     let frame = match (prepared.answer, prepared.wait, state.blocking()) {
         (Some(answer), _, _) => answer,
         (None, Some(wait), Some(pool)) => {
-            prepared.fix.apply(pool.execute(prepared.args, wait).await?)
+            // Boxed: a rare path, and fred's future would size every request's.
+            prepared
+                .fix
+                .apply(Box::pin(pool.execute(prepared.args, wait)).await?)
         }
         (None, _, _) => prepared.fix.apply(dispatch.one(prepared.args).await?),
     };
     if let Some(text) = reply::error_text(&frame) {
         return Err(ApiError::Redis(text));
     }
-    let mut body = Vec::with_capacity(64);
     if format.resp2 {
-        reply::write_resp2(&mut body, &frame);
+        let body = encoded(|body| reply::write_resp2(body, &frame));
         return Ok(bytes_response(body, "application/octet-stream"));
     }
-    reply::write_item(&mut body, &frame, format.encoding);
+    let body = encoded(|body| reply::write_item(body, &frame, format.encoding));
     Ok(with_sync_token(
         bytes_response(body, "application/json"),
         state,
@@ -253,26 +255,58 @@ pub async fn multi_exec(
 }
 
 fn encode_list(frames: &[Frame], format: ReplyFormat) -> Response {
-    let mut body = Vec::with_capacity(16 + frames.len() * 24);
     if format.resp2 {
-        frames.iter().for_each(|f| reply::write_resp2(&mut body, f));
+        let body = encoded(|body| frames.iter().for_each(|f| reply::write_resp2(body, f)));
         return bytes_response(body, "application/octet-stream");
     }
-    body.push(b'[');
-    for (i, frame) in frames.iter().enumerate() {
-        if i > 0 {
-            body.push(b',');
+    let body = encoded(|body| {
+        body.push(b'[');
+        for (i, frame) in frames.iter().enumerate() {
+            if i > 0 {
+                body.push(b',');
+            }
+            reply::write_item(body, frame, format.encoding);
         }
-        reply::write_item(&mut body, frame, format.encoding);
-    }
-    body.push(b']');
+        body.push(b']');
+    });
     bytes_response(body, "application/json")
 }
 
-fn bytes_response(body: Vec<u8>, content_type: &'static str) -> Response {
+/// Answers up to this size are written into a buffer kept by the thread and copied
+/// out once: one allocation of the exact size instead of a growing `Vec` and the
+/// shared header `Bytes` adds to it. Larger ones keep the buffer they were written in.
+const SCRATCH_BYTES: usize = 4096;
+
+thread_local! {
+    static SCRATCH: std::cell::RefCell<Vec<u8>> =
+        std::cell::RefCell::new(Vec::with_capacity(SCRATCH_BYTES));
+}
+
+/// What `write` writes, as `Bytes`.
+fn encoded(write: impl FnOnce(&mut Vec<u8>)) -> Bytes {
+    SCRATCH.with(|scratch| {
+        let Ok(mut buffer) = scratch.try_borrow_mut() else {
+            let mut body = Vec::new();
+            write(&mut body);
+            return Bytes::from(body);
+        };
+        buffer.clear();
+        write(&mut buffer);
+        if buffer.len() <= SCRATCH_BYTES {
+            Bytes::copy_from_slice(&buffer)
+        } else {
+            Bytes::from(std::mem::replace(
+                &mut *buffer,
+                Vec::with_capacity(SCRATCH_BYTES),
+            ))
+        }
+    })
+}
+
+fn bytes_response(body: Bytes, content_type: &'static str) -> Response {
     (
         [(header::CONTENT_TYPE, HeaderValue::from_static(content_type))],
-        Bytes::from(body),
+        body,
     )
         .into_response()
 }

@@ -1,14 +1,15 @@
 //! Extractors whose rejections speak Upstash's error shape.
 
-use axum::body::Bytes;
+use axum::body::{Bytes, HttpBody};
 use axum::extract::MatchedPath;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::header::{AUTHORIZATION, RETRY_AFTER};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use bytes::BytesMut;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
 
-use super::gate::RouteLabel;
 use super::AppState;
 use crate::auth::rate::retry_after_seconds;
 use crate::auth::{audit, presented_token, AuthError, Principal};
@@ -30,11 +31,19 @@ impl FromRequestParts<AppState> for Caller {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Response> {
         let matched = parts.extensions.get::<MatchedPath>().cloned();
-        let endpoint = match (&matched, parts.extensions.get::<RouteLabel>()) {
-            (Some(matched), _) => matched.as_str(),
-            (None, Some(RouteLabel(route))) => route,
-            (None, None) => "request",
-        };
+        let endpoint = matched.as_ref().map_or("request", MatchedPath::as_str);
+        Caller::authenticate(parts, state, endpoint).await
+    }
+}
+
+impl Caller {
+    /// What extracting a `Caller` does, for a request on `endpoint` (the route
+    /// pattern, as audit logs and stream policies name it).
+    pub async fn authenticate(
+        parts: &Parts,
+        state: &AppState,
+        endpoint: &str,
+    ) -> Result<Caller, Response> {
         let unauthorized = |error: AuthError| {
             audit::refused(None, endpoint, error.reason(), error.text());
             json_error(StatusCode::UNAUTHORIZED, error.text())
@@ -168,25 +177,56 @@ impl<S: Send + Sync> FromRequestParts<S> for ReplyFormat {
     }
 }
 
-/// The raw request body, limited by `DefaultBodyLimit`; too large is a JSON 413.
+/// The raw request body, at most `RESTASH_MAX_BODY_BYTES`; too large is a JSON 413.
 #[derive(Debug)]
 pub struct RawBody(pub Bytes);
 
-impl<S: Send + Sync> FromRequest<S> for RawBody {
+impl FromRequest<AppState> for RawBody {
     type Rejection = ApiError;
 
-    async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
-        match Bytes::from_request(request, state).await {
-            Ok(bytes) => Ok(RawBody(bytes)),
-            Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-                Err(ApiError::PayloadTooLarge)
+    async fn from_request(request: Request, state: &AppState) -> Result<Self, ApiError> {
+        read_body(request.into_body(), state.max_body_bytes())
+            .await
+            .map(RawBody)
+    }
+}
+
+/// Reads a whole request body of at most `limit` bytes. A body that arrives in
+/// one piece (the usual case) is returned as it is, without a copy.
+pub async fn read_body<B>(body: B, limit: usize) -> Result<Bytes, ApiError>
+where
+    B: HttpBody<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let mut body = std::pin::pin!(Limited::new(body, limit));
+    let mut first: Option<Bytes> = None;
+    let mut joined: Option<BytesMut> = None;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|error| {
+            if error.is::<LengthLimitError>() {
+                ApiError::PayloadTooLarge
+            } else {
+                ApiError::BadRequest(format!("ERR could not read the request body: {error}"))
             }
-            Err(rejection) => Err(ApiError::BadRequest(format!(
-                "ERR could not read the request body: {}",
-                rejection.body_text()
-            ))),
+        })?;
+        let Ok(data) = frame.into_data() else {
+            continue; // trailers
+        };
+        match (&mut joined, first.take()) {
+            (Some(joined), _) => joined.extend_from_slice(&data),
+            (None, None) => first = Some(data),
+            (None, Some(earlier)) => {
+                let mut both = BytesMut::with_capacity(earlier.len() + data.len());
+                both.extend_from_slice(&earlier);
+                both.extend_from_slice(&data);
+                joined = Some(both);
+            }
         }
     }
+    Ok(match (joined, first) {
+        (Some(joined), _) => joined.freeze(),
+        (None, first) => first.unwrap_or_default(),
+    })
 }
 
 /// The `upstash-sync-token` a client echoes (any value is accepted).

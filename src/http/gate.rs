@@ -19,7 +19,6 @@
 //! 6. 5xx answers are logged at `error` with the request id; every answer is counted.
 
 use std::convert::Infallible;
-use std::fmt::Write;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
@@ -116,11 +115,6 @@ struct Shared {
     fixed_route: Option<&'static str>,
 }
 
-/// The route of a request served outside the router (the router's requests
-/// carry axum's `MatchedPath` instead).
-#[derive(Debug, Clone, Copy)]
-pub struct RouteLabel(pub &'static str);
-
 impl<S> Service<Request> for Gate<S>
 where
     S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
@@ -139,15 +133,36 @@ where
         let clone = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, clone);
         let shared = self.shared.clone();
-        Box::pin(async move { Ok(shared.handle(request, inner).await) })
+        Box::pin(async move {
+            let route = |request| async move {
+                match inner.oneshot(request).await {
+                    Ok(response) => response,
+                    Err(never) => match never {},
+                }
+            };
+            Ok(shared.handle(request, route).await)
+        })
+    }
+}
+
+impl GateLayer {
+    /// Runs `route` for `request` inside the gate, with no `Service` in between:
+    /// the direct routes of [`super::fast`] pass the request as hyper gave it, so
+    /// that the whole request costs one boxed future.
+    pub async fn run<B, F, Fut>(&self, request: axum::http::Request<B>, route: F) -> Response
+    where
+        F: FnOnce(axum::http::Request<B>) -> Fut,
+        Fut: Future<Output = Response>,
+    {
+        self.shared.handle(request, route).await
     }
 }
 
 impl Shared {
-    async fn handle<S>(&self, mut request: Request, inner: S) -> Response
+    async fn handle<B, F, Fut>(&self, mut request: axum::http::Request<B>, inner: F) -> Response
     where
-        S: Service<Request, Response = Response, Error = Infallible> + Send,
-        S::Future: Send,
+        F: FnOnce(axum::http::Request<B>) -> Fut,
+        Fut: Future<Output = Response>,
     {
         let started = Instant::now();
         let _in_flight = InFlight::start();
@@ -163,10 +178,7 @@ impl Shared {
             auth.set_sensitive(true);
         }
         let matched = match self.fixed_route {
-            Some(route) => {
-                request.extensions_mut().insert(RouteLabel(route));
-                None
-            }
+            Some(_) => None,
             None => request.extensions().get::<MatchedPath>().cloned(),
         };
         let route = self
@@ -205,17 +217,17 @@ impl Shared {
 
     /// Runs the route under the concurrency limit, the timeout and a panic guard;
     /// also says whether the request was shed.
-    async fn run<S>(
+    async fn run<B, F, Fut>(
         &self,
-        request: Request,
-        inner: S,
+        request: axum::http::Request<B>,
+        inner: F,
         id: &HeaderValue,
         method: &Method,
         uri: &Uri,
     ) -> (Response, bool)
     where
-        S: Service<Request, Response = Response, Error = Infallible> + Send,
-        S::Future: Send,
+        F: FnOnce(axum::http::Request<B>) -> Fut,
+        Fut: Future<Output = Response>,
     {
         let never_shed = matches!(uri.path(), "/healthz" | "/metrics");
         let permit = if never_shed {
@@ -234,14 +246,14 @@ impl Shared {
             }
         };
         let span = tracing::debug_span!("request", id = ?id, %method, path = uri.path());
-        let guarded = AssertUnwindSafe(inner.oneshot(request)).catch_unwind();
+        // Called inside the guarded future: a panic building it is caught too.
+        let guarded = AssertUnwindSafe(async move { inner(request).await }).catch_unwind();
         let outcome = tokio::time::timeout(self.request_timeout, guarded)
             .instrument(span)
             .await;
         drop(permit);
         let response = match outcome {
-            Ok(Ok(Ok(response))) => response,
-            Ok(Ok(Err(never))) => match never {},
+            Ok(Ok(response)) => response,
             Ok(Err(_panic)) => {
                 tracing::error!(request_id = ?id, "handler panicked");
                 json_error(StatusCode::INTERNAL_SERVER_ERROR, "ERR internal error")
@@ -315,12 +327,16 @@ impl RequestIds {
 
     fn next(&self) -> HeaderValue {
         let n = self.next.fetch_add(1, Ordering::Relaxed);
-        let mut text = String::with_capacity(self.prefix.len() + 21);
-        text.push_str(&self.prefix);
-        text.push('-');
-        let _ = write!(text, "{n}");
-        HeaderValue::from_maybe_shared(bytes::Bytes::from(text))
-            .unwrap_or_else(|_| HeaderValue::from_static("-"))
+        // Assembled on the stack: the header value is the only allocation.
+        let mut digits = itoa::Buffer::new();
+        let digits = digits.format(n).as_bytes();
+        let mut text = [0u8; 8 + 1 + 20];
+        let prefix = self.prefix.as_bytes();
+        let len = prefix.len() + 1 + digits.len();
+        text[..prefix.len()].copy_from_slice(prefix);
+        text[prefix.len()] = b'-';
+        text[prefix.len() + 1..len].copy_from_slice(digits);
+        HeaderValue::from_bytes(&text[..len]).unwrap_or_else(|_| HeaderValue::from_static("-"))
     }
 }
 

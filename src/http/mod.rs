@@ -11,7 +11,6 @@ mod serve;
 mod sse;
 mod state;
 
-use axum::extract::DefaultBodyLimit;
 use axum::routing::{any, get, post};
 use axum::Router;
 
@@ -27,9 +26,8 @@ pub fn app(state: AppState, cors_origins: &[String]) -> App {
     App::new(router, &state, &gate, !cors_origins.is_empty())
 }
 
-/// The routes, each behind the gate and the body limit.
+/// The routes, each behind the gate.
 fn router(state: AppState, gate: &gate::GateLayer) -> Router {
-    let body_limit = state.max_body_bytes();
     let api = Router::new()
         .route("/", post(commands::json_command))
         .route("/pipeline", post(commands::pipeline))
@@ -65,12 +63,8 @@ fn router(state: AppState, gate: &gate::GateLayer) -> Router {
         .route("/openapi.yaml", get(operations::openapi))
         .fallback(gate::not_found)
         .with_state(state.clone());
-    // One `Router::layer` call: each call adds a boxed service per request.
-    api.layer(
-        tower::ServiceBuilder::new()
-            .layer(gate.clone())
-            .layer(DefaultBodyLimit::max(body_limit)),
-    )
+    // The body limit is `RawBody`'s (every body is read through it).
+    api.layer(gate.clone())
 }
 
 /// Answers CORS preflights and adds CORS headers for `origins` (`*`: any origin), so

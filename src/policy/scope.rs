@@ -277,14 +277,14 @@ pub fn authorize(
     let name = command.name_lowercase();
     let info = table.lookup(&command);
     // Redis' ACL errors name subcommands as `config|set`.
-    let acl_name = info.map_or(name.clone(), |i| i.name.clone());
-    if scope.mode != Mode::Admin && is_admin_command(&name, &acl_name, info) {
-        return Err(no_permission(Reason::AdminOnly, &acl_name));
+    let acl_name: &str = info.map_or(name.as_str(), |i| i.name.as_str());
+    if scope.mode != Mode::Admin && is_admin_command(&name, acl_name, info) {
+        return Err(no_permission(Reason::AdminOnly, acl_name));
     }
     if scope.mode == Mode::ReadOnly && !info.is_some_and(|i| i.read_only_allowed) {
-        return Err(no_permission(Reason::ReadOnly, &acl_name));
+        return Err(no_permission(Reason::ReadOnly, acl_name));
     }
-    if !scope.commands.is_empty() && !rules_admit(&scope.commands, &name, &acl_name, info) {
+    if !scope.commands.is_empty() && !rules_admit(&scope.commands, &name, acl_name, info) {
         return Err(Denied {
             reason: Reason::CommandRule,
             refusal: Refusal::NoPermission(format!(
@@ -295,7 +295,7 @@ pub fn authorize(
     if !scope.is_prefixed() {
         return Ok(command);
     }
-    confine(scope, command, &name, &acl_name, info)
+    confine(scope, command, &name, acl_name, info)
 }
 
 fn no_permission(reason: Reason, acl_name: &str) -> Denied {

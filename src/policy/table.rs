@@ -80,7 +80,7 @@ impl CommandTable {
 
     /// The entry for a command, resolving `CONTAINER sub` to the subcommand entry.
     pub fn lookup(&self, command: &Command) -> Option<&CommandInfo> {
-        let top = self.commands.get(&command.name_lowercase())?;
+        let top = self.commands.get(command.name_lowercase().as_str())?;
         if top.subcommands.is_empty() {
             return Some(top);
         }

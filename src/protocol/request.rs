@@ -12,7 +12,10 @@
 //! Redis unchanged); booleans become `"true"`/`"false"`. Anything else is a
 //! [`RequestError`].
 
+use std::borrow::Cow;
+
 use bytes::Bytes;
+use compact_str::CompactString;
 use percent_encoding::percent_decode;
 use serde_json::value::RawValue;
 
@@ -36,11 +39,15 @@ impl Command {
     }
 
     /// The command name in lower case (`get`, `json.set`), used for policy lookups.
-    pub fn name_lowercase(&self) -> String {
-        self.args
+    /// Names up to 24 bytes (all of Redis' own) are held inline, without allocating.
+    pub fn name_lowercase(&self) -> CompactString {
+        let mut name = self
+            .args
             .first()
-            .map(|n| String::from_utf8_lossy(n).to_ascii_lowercase())
-            .unwrap_or_default()
+            .map(|n| CompactString::from_utf8_lossy(n))
+            .unwrap_or_default();
+        name.make_ascii_lowercase();
+        name
     }
 
     /// The argument at `index` (0 is the name) lower-cased, if present and UTF-8.
@@ -162,15 +169,19 @@ pub fn parse_path_command(
     raw_query: Option<&str>,
 ) -> Result<Command, RequestError> {
     let trimmed = raw_path.strip_prefix('/').unwrap_or(raw_path);
-    let mut segments: Vec<&str> = trimmed.split('/').collect();
+    // Room for every segment and a body argument.
+    let mut args: Vec<Bytes> = Vec::with_capacity(trimmed.matches('/').count() + 2);
+    args.extend(trimmed.split('/').map(|segment| {
+        // One allocation of the exact size per argument, decoded or not.
+        match Cow::from(percent_decode(segment.as_bytes())) {
+            Cow::Borrowed(plain) => Bytes::copy_from_slice(plain),
+            Cow::Owned(decoded) => Bytes::from(decoded),
+        }
+    }));
     // `/get/key/` means `GET key`: one trailing slash adds no empty argument.
-    if segments.len() > 1 && segments.last() == Some(&"") {
-        segments.pop();
+    if args.len() > 1 && args.last().is_some_and(|last| last.is_empty()) {
+        args.pop();
     }
-    let mut args: Vec<Bytes> = segments
-        .iter()
-        .map(|s| Bytes::from(percent_decode(s.as_bytes()).collect::<Vec<u8>>()))
-        .collect();
     if !args.first().is_some_and(|n| is_valid_name_bytes(n)) {
         return Err(if args.first().is_some_and(|n| n.is_empty()) {
             RequestError::EmptyCommand

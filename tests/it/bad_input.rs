@@ -485,3 +485,121 @@ async fn binary_arguments_in_error_texts_do_not_wedge_the_connection() {
         );
     }
 }
+
+/// Sends `body` with `Transfer-Encoding: chunked`, in `pieces` chunks (each written
+/// on its own), and returns the status and JSON body of the answer.
+async fn send_chunked(gateway: &Gateway, path: &str, body: &[u8], pieces: usize) -> (u16, Value) {
+    use tokio::io::AsyncWriteExt;
+    let address = gateway.url.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(address)
+        .await
+        .expect("connect");
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer {TOKEN}\r\n\
+         Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).await.expect("write");
+    for piece in body.chunks(body.len().div_ceil(pieces).max(1)) {
+        let mut chunk = format!("{:x}\r\n", piece.len()).into_bytes();
+        chunk.extend_from_slice(piece);
+        chunk.extend_from_slice(b"\r\n");
+        stream.write_all(&chunk).await.expect("write");
+        stream.flush().await.expect("flush");
+    }
+    stream.write_all(b"0\r\n\r\n").await.expect("write");
+    read_answer(stream).await
+}
+
+/// Reads a whole `Connection: close` answer: status and JSON body.
+async fn read_answer(mut stream: tokio::net::TcpStream) -> (u16, Value) {
+    use tokio::io::AsyncReadExt;
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer))
+        .await
+        .expect("an answer within 10 s")
+        .expect("read");
+    let text = String::from_utf8_lossy(&answer);
+    let status = text
+        .get(9..12)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status line: {text}"));
+    let (head, body) = text.split_once("\r\n\r\n").expect("a head");
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        // One chunk is all an answer of this size takes.
+        body.split("\r\n").nth(1).unwrap_or_default().to_string()
+    } else {
+        body.to_string()
+    };
+    let json = serde_json::from_str(&body).unwrap_or_else(|_| panic!("not JSON: {text}"));
+    (status, json)
+}
+
+/// A body that arrives in several pieces is joined whole, on the routes served
+/// outside the router (`/`, `/pipeline`, path commands) and inside it
+/// (`/multi-exec`); past the size limit it is a 413 even without a
+/// `Content-Length`, and a broken chunked encoding is a JSON 400.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_in_pieces_are_read_whole_and_limited() {
+    let redis = RedisServer::start();
+    let mut config = crate::harness::test_config(&redis.url());
+    config.max_body_bytes = 64 * 1024;
+    let gateway = Gateway::start_with(config).await;
+    let value = "v".repeat(3000);
+
+    let set = json!(["SET", "pieces:a", value]).to_string();
+    let (status, body) = send_chunked(&gateway, "/", set.as_bytes(), 7).await;
+    assert_eq!((status, &body), (200, &json!({"result": "OK"})));
+    let (_, body) = gateway.command(json!(["GET", "pieces:a"])).await;
+    assert_eq!(
+        body,
+        json!({"result": value}),
+        "the value was joined in order"
+    );
+
+    let pipeline = json!([["SET", "pieces:b", "1"], ["GET", "pieces:b"]]).to_string();
+    let (status, body) = send_chunked(&gateway, "/pipeline", pipeline.as_bytes(), 3).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body, json!([{"result": "OK"}, {"result": "1"}]));
+
+    let (status, body) = send_chunked(&gateway, "/set/pieces:c", value.as_bytes(), 5).await;
+    assert_eq!((status, &body), (200, &json!({"result": "OK"})));
+    let (_, body) = gateway.command(json!(["STRLEN", "pieces:c"])).await;
+    assert_eq!(body, json!({"result": 3000}));
+
+    let (status, body) = send_chunked(&gateway, "/multi-exec", pipeline.as_bytes(), 4).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body, json!([{"result": "OK"}, {"result": "1"}]));
+
+    let too_big = json!(["SET", "pieces:d", "x".repeat(100 * 1024)]).to_string();
+    for path in ["/", "/multi-exec", "/set/pieces:d"] {
+        let (status, body) = send_chunked(&gateway, path, too_big.as_bytes(), 8).await;
+        assert_eq!(status, 413, "{path}: {body}");
+        assert_eq!(
+            body,
+            json!({"error": "ERR max request size exceeded"}),
+            "{path}"
+        );
+    }
+
+    // A chunk size that is not hexadecimal.
+    use tokio::io::AsyncWriteExt;
+    let address = gateway.url.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(address)
+        .await
+        .expect("connect");
+    let broken = format!(
+        "POST / HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer {TOKEN}\r\n\
+         Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n5\r\n[\"GET\r\nzz\r\n"
+    );
+    stream.write_all(broken.as_bytes()).await.expect("write");
+    let (status, body) = read_answer(stream).await;
+    assert_eq!(status, 400, "{body}");
+    let text = body["error"].as_str().unwrap_or_default();
+    assert!(
+        text.starts_with("ERR could not read the request body"),
+        "{body}"
+    );
+}
