@@ -63,12 +63,12 @@ async fn run_single(
     state: &AppState,
     caller: &Principal,
     format: ReplyFormat,
-    sync: Option<String>,
+    sync: Option<HeaderValue>,
     command: Command,
 ) -> Result<Response, ApiError> {
     let table = state.command_table();
     let dispatch =
-        Dispatch::new(state.backend(), table.as_deref()).with_sync_token(sync.as_deref());
+        Dispatch::new(state.backend(), table.as_deref()).with_sync_token(sync_text(&sync));
     // RESTASH_BLOCKING=true: blocking commands block, on their own connections.
     let mode = state
         .blocking()
@@ -115,19 +115,24 @@ fn with_sync_token(
     mut response: Response,
     state: &AppState,
     dispatch: &Dispatch<'_>,
-    echoed: Option<String>,
+    echoed: Option<HeaderValue>,
 ) -> Response {
     if !state.backend().reads_from_replicas() {
         return response;
     }
-    if let Some(value) = dispatch
-        .sync_token()
-        .or(echoed)
-        .and_then(|t| HeaderValue::from_str(&t).ok())
-    {
+    let value = match dispatch.sync_token() {
+        Some(token) => HeaderValue::from_str(&token).ok(),
+        None => echoed,
+    };
+    if let Some(value) = value {
         response.headers_mut().insert(SYNC_TOKEN_HEADER, value);
     }
     response
+}
+
+/// The echoed sync token as text (the extractor only keeps text values).
+fn sync_text(sync: &Option<HeaderValue>) -> Option<&str> {
+    sync.as_ref().and_then(|value| value.to_str().ok())
 }
 
 /// One item of a pipeline or transaction: sent to Redis with its reply fix, or
@@ -206,7 +211,7 @@ pub async fn pipeline(
     let table = state.command_table();
     let mut batch = Batch::prepare(commands, &caller, &state, table.as_deref(), false)?;
     let dispatch =
-        Dispatch::new(state.backend(), table.as_deref()).with_sync_token(sync.as_deref());
+        Dispatch::new(state.backend(), table.as_deref()).with_sync_token(sync_text(&sync));
     let replies = dispatch.many(std::mem::take(&mut batch.to_send)).await?;
     let frames = batch.answers(replies);
     Ok(with_sync_token(
@@ -239,7 +244,7 @@ pub async fn multi_exec(
         return Ok(encode_list(&batch.answers(Vec::new()), format));
     }
     let dispatch =
-        Dispatch::new(state.backend(), table.as_deref()).with_sync_token(sync.as_deref());
+        Dispatch::new(state.backend(), table.as_deref()).with_sync_token(sync_text(&sync));
     match dispatch
         .transaction(std::mem::take(&mut batch.to_send))
         .await?

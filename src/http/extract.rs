@@ -5,11 +5,12 @@ use axum::extract::MatchedPath;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::header::{AUTHORIZATION, RETRY_AFTER};
 use axum::http::request::Parts;
-use axum::http::{HeaderValue, StatusCode};
+use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::BytesMut;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 
+use super::gate::SYNC_TOKEN_HEADER;
 use super::AppState;
 use crate::auth::rate::retry_after_seconds;
 use crate::auth::{audit, presented_token, AuthError, Principal};
@@ -134,6 +135,9 @@ fn rate_limited(caller: &Principal, endpoint: &str, wait: std::time::Duration) -
     response
 }
 
+const ENCODING_HEADER: HeaderName = HeaderName::from_static("upstash-encoding");
+const RESPONSE_FORMAT_HEADER: HeaderName = HeaderName::from_static("upstash-response-format");
+
 /// How the answer is encoded, from `Upstash-Encoding` and `Upstash-Response-Format`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ReplyFormat {
@@ -147,23 +151,26 @@ impl<S: Send + Sync> FromRequestParts<S> for ReplyFormat {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
-        let header = |name: &str| {
+        // Compared without allocating: the SDKs send `Upstash-Encoding` on every request.
+        let header = |name: &HeaderName| {
             parts
                 .headers
                 .get(name)
                 .and_then(|v| v.to_str().ok())
-                .map(|v| v.trim().to_ascii_lowercase())
+                .map(str::trim)
         };
-        let encoding = match header("upstash-encoding").as_deref() {
-            Some("base64") => StringEncoding::Base64,
+        let encoding = match header(&ENCODING_HEADER) {
+            Some(value) if value.eq_ignore_ascii_case("base64") => StringEncoding::Base64,
             _ => StringEncoding::Utf8,
         };
-        let resp2 = match header("upstash-response-format").as_deref() {
-            None | Some("") | Some("json") => false,
-            Some("resp2") => true,
+        let resp2 = match header(&RESPONSE_FORMAT_HEADER) {
+            None | Some("") => false,
+            Some(value) if value.eq_ignore_ascii_case("json") => false,
+            Some(value) if value.eq_ignore_ascii_case("resp2") => true,
             Some(other) => {
                 return Err(ApiError::BadRequest(format!(
-                    "ERR invalid Upstash-Response-Format '{other}': expected json or resp2"
+                    "ERR invalid Upstash-Response-Format '{}': expected json or resp2",
+                    other.to_ascii_lowercase()
                 )))
             }
         };
@@ -229,9 +236,10 @@ where
     })
 }
 
-/// The `upstash-sync-token` a client echoes (any value is accepted).
+/// The `upstash-sync-token` a client echoes (any non-empty text is accepted), kept
+/// as the header value it came in (cloning it copies nothing).
 #[derive(Debug, Clone)]
-pub struct SyncToken(pub Option<String>);
+pub struct SyncToken(pub Option<HeaderValue>);
 
 impl<S: Send + Sync> FromRequestParts<S> for SyncToken {
     type Rejection = ApiError;
@@ -240,10 +248,9 @@ impl<S: Send + Sync> FromRequestParts<S> for SyncToken {
         Ok(SyncToken(
             parts
                 .headers
-                .get("upstash-sync-token")
-                .and_then(|v| v.to_str().ok())
-                .filter(|v| !v.is_empty())
-                .map(str::to_string),
+                .get(SYNC_TOKEN_HEADER)
+                .filter(|v| !v.is_empty() && v.to_str().is_ok())
+                .cloned(),
         ))
     }
 }

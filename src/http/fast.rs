@@ -4,9 +4,11 @@
 //!
 //! Skipping the router for these saves its route match, the boxed route
 //! service and the `MatchedPath`/path-parameter extensions on every request
-//! (issue 7); the handlers, extractors, body limit and [`Gate`] are the same
-//! ones the router would use. With CORS configured every request goes through
-//! the router, where the CORS layer lives.
+//! (issue 7); each such request is one boxed future that runs the gate
+//! ([`GateLayer::run`]) around the handler, with hyper's body read as it is
+//! (no boxing into axum's `Body`). The handlers, extractors, body limit and gate
+//! are the same ones the router uses. With CORS configured every request goes
+//! through the router, where the CORS layer lives.
 
 use std::convert::Infallible;
 use std::future::Future;

@@ -166,13 +166,11 @@ impl Shared {
     {
         let started = Instant::now();
         let _in_flight = InFlight::start();
+        // Only the logs and the answer need the id; inserting it into the request's
+        // headers would make hyper's header map grow (two more allocations).
         let id = match request.headers().get(REQUEST_ID_HEADER) {
             Some(id) => id.clone(),
-            None => {
-                let id = self.ids.next();
-                request.headers_mut().insert(REQUEST_ID_HEADER, id.clone());
-                id
-            }
+            None => self.ids.next(),
         };
         if let Some(auth) = request.headers_mut().get_mut(header::AUTHORIZATION) {
             auth.set_sensitive(true);
