@@ -213,7 +213,10 @@ where
             if error.is::<LengthLimitError>() {
                 ApiError::PayloadTooLarge
             } else {
-                ApiError::BadRequest(format!("ERR could not read the request body: {error}"))
+                // The text axum's extractor gave before this function replaced it.
+                ApiError::BadRequest(format!(
+                    "ERR could not read the request body: Failed to buffer the request body: {error}"
+                ))
             }
         })?;
         let Ok(data) = frame.into_data() else {
@@ -252,5 +255,55 @@ impl<S: Send + Sync> FromRequestParts<S> for SyncToken {
                 .filter(|v| !v.is_empty() && v.to_str().is_ok())
                 .cloned(),
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderMap;
+    use http_body_util::StreamBody;
+    use hyper::body::Frame;
+
+    type Frames = Vec<Result<Frame<Bytes>, std::io::Error>>;
+
+    async fn read(frames: Frames, limit: usize) -> Result<Bytes, ApiError> {
+        read_body(StreamBody::new(futures::stream::iter(frames)), limit).await
+    }
+
+    fn data(text: &'static str) -> Result<Frame<Bytes>, std::io::Error> {
+        Ok(Frame::data(Bytes::from_static(text.as_bytes())))
+    }
+
+    #[tokio::test]
+    async fn pieces_are_joined_in_order_and_trailers_skipped() {
+        let trailers = Ok(Frame::trailers(HeaderMap::new()));
+        let frames = vec![data("[\"GET\","), data(""), trailers, data("\"k\"]")];
+        assert_eq!(read(frames, 100).await.unwrap(), "[\"GET\",\"k\"]");
+        assert_eq!(read(vec![data("one")], 100).await.unwrap(), "one");
+        assert_eq!(read(Vec::new(), 100).await.unwrap(), "");
+    }
+
+    #[tokio::test]
+    async fn the_limit_counts_every_piece() {
+        let exactly = vec![data("12345"), data("67890")];
+        assert_eq!(read(exactly, 10).await.unwrap(), "1234567890");
+        let over = vec![data("12345"), data("678901")];
+        assert!(matches!(
+            read(over, 10).await,
+            Err(ApiError::PayloadTooLarge)
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_broken_body_is_a_bad_request() {
+        let broken = vec![data("[1"), Err(std::io::Error::other("connection reset"))];
+        match read(broken, 100).await {
+            Err(ApiError::BadRequest(text)) => assert_eq!(
+                text,
+                "ERR could not read the request body: Failed to buffer the request body: connection reset"
+            ),
+            other => panic!("{other:?}"),
+        }
     }
 }

@@ -6,8 +6,8 @@
 //! service and the `MatchedPath`/path-parameter extensions on every request
 //! (issue 7); each such request is one boxed future that runs the gate
 //! ([`GateLayer::run`]) around the handler, with hyper's body read as it is
-//! (no boxing into axum's `Body`). The handlers, extractors, body limit and gate
-//! are the same ones the router uses. With CORS configured every request goes
+//! (no boxing into axum's `Body`). The handlers, the authentication, the body
+//! limit and the gate are the same code the router's routes run. With CORS configured every request goes
 //! through the router, where the CORS layer lives.
 
 use std::convert::Infallible;
@@ -104,23 +104,19 @@ impl Service<axum::http::Request<Incoming>> for App {
         if let Some(direct) = &self.direct {
             let method = request.method();
             let path = request.uri().path();
-            let kind = if method == Method::POST && path == "/" {
-                Some(Kind::Command)
+            let route = if method == Method::POST && path == "/" {
+                Some((Kind::Command, &direct.command))
             } else if method == Method::POST && path == "/pipeline" {
-                Some(Kind::Pipeline)
+                Some((Kind::Pipeline, &direct.pipeline))
             } else if matches!(*method, Method::GET | Method::POST | Method::PUT)
                 && is_path_command(path)
             {
-                Some(Kind::Path)
+                Some((Kind::Path, &direct.path))
             } else {
                 None
             };
-            if let Some(kind) = kind {
-                let gate = match kind {
-                    Kind::Command => direct.command.clone(),
-                    Kind::Pipeline => direct.pipeline.clone(),
-                    Kind::Path => direct.path.clone(),
-                };
+            if let Some((kind, gate)) = route {
+                let gate = gate.clone();
                 let state = direct.state.clone();
                 let handler = move |request| run(kind, state, request);
                 return Either::Left(Box::pin(

@@ -14,7 +14,7 @@
 //! 4. the route runs inside a `debug` span (id, method, path; never the query,
 //!    which may hold `_token`), bounded by the request timeout (JSON 408), with
 //!    panics turned into a JSON 500;
-//! 5. non-JSON error answers (405 from the router, 413, …) become `{"error": …}`;
+//! 5. non-JSON error answers (405 from the router, …) become `{"error": …}`;
 //!    `upstash-sync-token` is added unless the handler set one;
 //! 6. 5xx answers are logged at `error` with the request id; every answer is counted.
 
@@ -262,7 +262,7 @@ impl Shared {
     }
 }
 
-/// Turns any non-JSON error answer (405 from the router, 413 from a body limit, …)
+/// Turns any non-JSON error answer (405 from the router, …)
 /// into Upstash's `{"error": …}` shape, keeping `Allow`.
 fn json_errors(response: Response) -> Response {
     let status = response.status();
@@ -311,14 +311,24 @@ pub async fn not_found(uri: Uri) -> Response {
 
 /// Request ids `<process-random>-<counter>`: unique, cheap, and sortable per process.
 struct RequestIds {
-    prefix: String,
+    /// Eight hex digits.
+    prefix: [u8; 8],
     next: AtomicU64,
+}
+
+/// `n` as eight lower-case hex digits.
+fn hex_prefix(n: u32) -> [u8; 8] {
+    let mut prefix = [0u8; 8];
+    for (i, digit) in prefix.iter_mut().enumerate() {
+        *digit = b"0123456789abcdef"[(n >> (28 - 4 * i)) as usize & 0xf];
+    }
+    prefix
 }
 
 impl RequestIds {
     fn new() -> RequestIds {
         RequestIds {
-            prefix: format!("{:08x}", rand::random::<u32>()),
+            prefix: hex_prefix(rand::random::<u32>()),
             next: AtomicU64::new(1),
         }
     }
@@ -328,12 +338,12 @@ impl RequestIds {
         // Assembled on the stack: the header value is the only allocation.
         let mut digits = itoa::Buffer::new();
         let digits = digits.format(n).as_bytes();
+        // The prefix, a dash and a u64's at most 20 digits.
         let mut text = [0u8; 8 + 1 + 20];
-        let prefix = self.prefix.as_bytes();
-        let len = prefix.len() + 1 + digits.len();
-        text[..prefix.len()].copy_from_slice(prefix);
-        text[prefix.len()] = b'-';
-        text[prefix.len() + 1..len].copy_from_slice(digits);
+        let len = 8 + 1 + digits.len();
+        text[..8].copy_from_slice(&self.prefix);
+        text[8] = b'-';
+        text[9..len].copy_from_slice(digits);
         HeaderValue::from_bytes(&text[..len]).unwrap_or_else(|_| HeaderValue::from_static("-"))
     }
 }
@@ -352,6 +362,13 @@ mod tests {
         assert_eq!(first.len(), 10);
         assert!(first.ends_with("-1") && second.ends_with("-2"));
         assert_eq!(first[..8], second[..8]);
+    }
+
+    #[test]
+    fn the_prefix_is_eight_hex_digits() {
+        for n in [0, 1, 0xdead_beef, u32::MAX, 0x0123_4567] {
+            assert_eq!(hex_prefix(n), *format!("{n:08x}").as_bytes());
+        }
     }
 
     #[test]

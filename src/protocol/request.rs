@@ -172,10 +172,11 @@ pub fn parse_path_command(
     // Room for every segment and a body argument.
     let mut args: Vec<Bytes> = Vec::with_capacity(trimmed.matches('/').count() + 2);
     args.extend(trimmed.split('/').map(|segment| {
-        // One allocation of the exact size per argument, decoded or not.
+        // Plain arguments: one allocation of the exact size; decoded ones are
+        // copied once more into one (rarer, and the Vec is usually not exact).
         match Cow::from(percent_decode(segment.as_bytes())) {
             Cow::Borrowed(plain) => Bytes::copy_from_slice(plain),
-            Cow::Owned(decoded) => Bytes::from(decoded),
+            Cow::Owned(decoded) => Bytes::copy_from_slice(&decoded),
         }
     }));
     // `/get/key/` means `GET key`: one trailing slash adds no empty argument.
