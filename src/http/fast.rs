@@ -148,12 +148,11 @@ impl Kind {
 
 /// A handler with its extractors, run in the order the router would run them.
 async fn run(kind: Kind, state: AppState, request: axum::http::Request<Incoming>) -> Response {
-    let (parts, body) = request.into_parts();
+    let (mut parts, body) = request.into_parts();
     let caller = match Caller::authenticate(&parts, &state, kind.route()).await {
         Ok(caller) => caller,
         Err(refusal) => return refusal,
     };
-    let mut parts = parts;
     let format = match ReplyFormat::from_request_parts(&mut parts, &state).await {
         Ok(format) => format,
         Err(error) => return error.into_response(),

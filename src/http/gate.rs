@@ -319,9 +319,8 @@ struct RequestIds {
 /// `n` as eight lower-case hex digits.
 fn hex_prefix(n: u32) -> [u8; 8] {
     let mut prefix = [0u8; 8];
-    for (i, digit) in prefix.iter_mut().enumerate() {
-        *digit = b"0123456789abcdef"[(n >> (28 - 4 * i)) as usize & 0xf];
-    }
+    // Four bytes always fill eight digits exactly.
+    let _ = hex::encode_to_slice(n.to_be_bytes(), &mut prefix);
     prefix
 }
 

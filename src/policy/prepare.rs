@@ -211,7 +211,7 @@ pub fn prepare_with(
             display_name(&name, &command)
         )));
     }
-    let info = table.and_then(|t| t.lookup(&command));
+    let info = table.and_then(|t| t.lookup_named(&name, &command));
     if access == Access::ReadOnly {
         if table.is_none() {
             return Err(Refusal::NotReady);

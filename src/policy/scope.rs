@@ -275,7 +275,7 @@ pub fn authorize(
         });
     };
     let name = command.name_lowercase();
-    let info = table.lookup(&command);
+    let info = table.lookup_named(&name, &command);
     // Redis' ACL errors name subcommands as `config|set`.
     let acl_name: &str = info.map_or(name.as_str(), |i| i.name.as_str());
     if scope.mode != Mode::Admin && is_admin_command(&name, acl_name, info) {

@@ -80,7 +80,12 @@ impl CommandTable {
 
     /// The entry for a command, resolving `CONTAINER sub` to the subcommand entry.
     pub fn lookup(&self, command: &Command) -> Option<&CommandInfo> {
-        let top = self.commands.get(command.name_lowercase().as_str())?;
+        self.lookup_named(&command.name_lowercase(), command)
+    }
+
+    /// [`CommandTable::lookup`] for a caller that already holds the lower-cased name.
+    pub fn lookup_named(&self, name: &str, command: &Command) -> Option<&CommandInfo> {
+        let top = self.commands.get(name)?;
         if top.subcommands.is_empty() {
             return Some(top);
         }

@@ -171,13 +171,10 @@ pub fn parse_path_command(
     let trimmed = raw_path.strip_prefix('/').unwrap_or(raw_path);
     // Room for every segment and a body argument.
     let mut args: Vec<Bytes> = Vec::with_capacity(trimmed.matches('/').count() + 2);
+    // One allocation of the exact size per argument (a decoded one is copied once more).
     args.extend(trimmed.split('/').map(|segment| {
-        // Plain arguments: one allocation of the exact size; decoded ones are
-        // copied once more into one (rarer, and the Vec is usually not exact).
-        match Cow::from(percent_decode(segment.as_bytes())) {
-            Cow::Borrowed(plain) => Bytes::copy_from_slice(plain),
-            Cow::Owned(decoded) => Bytes::copy_from_slice(&decoded),
-        }
+        let decoded: Cow<[u8]> = percent_decode(segment.as_bytes()).into();
+        Bytes::copy_from_slice(&decoded)
     }));
     // `/get/key/` means `GET key`: one trailing slash adds no empty argument.
     if args.len() > 1 && args.last().is_some_and(|last| last.is_empty()) {
