@@ -1,7 +1,8 @@
 """restash next to webdis and redis-benchmark, in one session (issue 7).
 
 Run it through `bench/run` (which installs the tools and builds restash).
-Servers (Redis, webdis, restash) run on the server CPU, load generators on the
+Servers (Redis, webdis, restash, and nginx answering a constant at the fixed
+rates) run on the server CPU, load generators on the
 load CPU. Every round restarts webdis and restash, measures memory idle and with
 many open connections, then runs every shape once, alternating which of webdis
 and restash goes first. The report takes min / median / max over rounds of every
@@ -114,6 +115,7 @@ class Session:
         self.redis = None
         self.restash = None
         self.webdis = None
+        self.nginx = None
         self.rb_estimate = {}
         self.cache = None
 
@@ -136,16 +138,19 @@ class Session:
             self.args.restash, SERVER_CPU, self.workdir, self.redis.port, self.token,
             worker_threads=RESTASH_WORKERS)
         restash_conns = harness.redis_clients(self.redis.port) - before
+        self.nginx = harness.start_nginx(
+            shutil.which("nginx") or "/usr/sbin/nginx", SERVER_CPU, self.workdir,
+            '{"result":"' + VALUE.decode() + '"}')
         self.meta.setdefault("webdis_redis_connections", webdis_conns)
         self.meta.setdefault("restash_redis_connections", restash_conns)
         self.meta.setdefault("restash_threads", _count(harness.thread_names(self.restash.pid)))
         self.meta.setdefault("webdis_threads", _count(harness.thread_names(self.webdis.pid)))
 
     def stop_gateways(self):
-        for server in (self.restash, self.webdis):
+        for server in (self.restash, self.webdis, self.nginx):
             if server:
                 server.stop()
-        self.restash = self.webdis = None
+        self.restash = self.webdis = self.nginx = None
 
     def stop_all(self):
         self.stop_gateways()
@@ -192,7 +197,10 @@ class Session:
     # ---- measurements ----------------------------------------------------
 
     def servers(self):
-        return {"restash": self.restash, "webdis": self.webdis, "redis": self.redis}
+        servers = {"restash": self.restash, "webdis": self.webdis, "redis": self.redis}
+        if self.nginx:
+            servers["nginx"] = self.nginx
+        return servers
 
     def measured(self, rnd, shape, target, fn, per=1):
         """Runs `fn`, with CPU deltas of every server and of the server CPU."""
@@ -260,6 +268,9 @@ class Session:
             kw = dict(method="POST", body='["GET","bench:get"]',
                       headers=[f"Authorization: Bearer {self.token}",
                                "Content-Type: application/json"])
+        elif target == "nginx":
+            url = f"http://127.0.0.1:{self.nginx.port}/"
+            kw = {}
         else:
             url = f"http://127.0.0.1:{self.webdis.port}/GET/bench:get"
             kw = {}
@@ -345,6 +356,8 @@ class Session:
         for rate in args.rates:
             pair(lambda: self.oha(rnd, f"rate{rate}", "restash", rate),
                  lambda: self.oha(rnd, f"rate{rate}", "webdis", rate))
+            # The floor: the same generator against a server that does almost nothing.
+            self.oha(rnd, f"rate{rate}", "nginx", rate)
 
         if self.cache:
             self.wrk(rnd, "cache_get", "restash", "restash_cache_get.lua")
@@ -363,6 +376,7 @@ def versions():
         "webdis": out(["dpkg-query", "-W", "-f", "${Version}", "webdis"]),
         "wrk": (out(["dpkg-query", "-W", "-f", "${Version}", "wrk"])),
         "oha": out(["oha", "--version"]),
+        "nginx": out(["dpkg-query", "-W", "-f", "${Version}", "nginx-light"]),
         "restash_git": out(["git", "-C", os.path.dirname(os.path.dirname(
             os.path.abspath(__file__))), "describe", "--always", "--dirty"]),
     }

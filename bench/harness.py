@@ -150,6 +150,39 @@ def start_webdis(binary, cpu, workdir, redis_port, threads, connections):
     return Server("webdis", [binary, path], port, cpu, workdir)
 
 
+NGINX_CONFIG = """\
+daemon off;
+master_process off;
+worker_processes 1;
+pid {workdir}/nginx.pid;
+error_log {workdir}/nginx-error.log;
+events {{ worker_connections 16384; }}
+http {{
+  access_log off;
+  client_body_temp_path {workdir}/nginx-body;
+  keepalive_requests 100000000;
+  server {{
+    listen 127.0.0.1:{port};
+    location / {{
+      default_type application/json;
+      return 200 '{body}';
+    }}
+  }}
+}}
+"""
+
+
+def start_nginx(binary, cpu, workdir, body):
+    """nginx as one process answering every request with the fixed `body`: no
+    Redis, no parsing beyond HTTP. Run at the same fixed rates as the gateways,
+    it shows what the load generator and this machine cost on their own."""
+    port = free_port()
+    path = os.path.join(workdir, "nginx.conf")
+    with open(path, "w") as f:
+        f.write(NGINX_CONFIG.format(workdir=workdir, port=port, body=body))
+    return Server("nginx", [binary, "-c", path, "-p", workdir], port, cpu, workdir)
+
+
 def start_restash(binary, cpu, workdir, redis_port, token, worker_threads, extra_env=None):
     """restash with `worker_threads` tokio workers (TOKIO_WORKER_THREADS, read by
     `#[tokio::main]`) and its defaults otherwise (`extra_env` overrides)."""

@@ -85,6 +85,10 @@ def ratio_definitions(rates):
         out.append((f"{shape}.restash_vs_webdis_p99", f"p99 at {rate} req/s, restash / webdis",
                     "×", lambda r, n, s=shape: _div(g(r, n, s, "restash", "p99_us"),
                                                      g(r, n, s, "webdis", "p99_us"))))
+        out.append((f"{shape}.restash_vs_nginx_p99",
+                    f"p99 at {rate} req/s, restash / nginx answering a constant (the floor)",
+                    "×", lambda r, n, s=shape: _div(g(r, n, s, "restash", "p99_us"),
+                                                     g(r, n, s, "nginx", "p99_us"))))
     return out
 
 
@@ -282,9 +286,10 @@ def chart(results, path):
     for rate in rates[:2]:
         panels.append((f"Fixed rate {rate:,} req/s (oha, latency-corrected)",
                        [(f"rate{rate}", "restash", "restash POST / JSON"),
-                        (f"rate{rate}", "webdis", "webdis GET /GET/key")]))
+                        (f"rate{rate}", "webdis", "webdis GET /GET/key"),
+                        (f"rate{rate}", "nginx", "nginx, a constant answer (floor)")]))
     colors = {"restash POST / JSON": "tab:red", "restash GET /get/key": "tab:orange",
-              "webdis GET /GET/key": "tab:blue"}
+              "webdis GET /GET/key": "tab:blue", "nginx, a constant answer (floor)": "tab:gray"}
     fig, axes = plt.subplots(2, 2, figsize=(13, 9))
     ticks = [50, 90, 99, 99.9, 99.99]
     x = lambda p: 1 / (1 - min(p, 99.999) / 100)
