@@ -168,15 +168,20 @@ impl Principal {
             .map_err(|denied| self.refused("cache", denied))
     }
 
-    /// Checks a Server-Sent Events stream (audited).
-    pub fn check_stream(&self, stream: Stream<'_>) -> Result<(), crate::policy::Refusal> {
+    /// Checks a Server-Sent Events stream (audited); `table` gives command rules
+    /// their categories.
+    pub fn check_stream(
+        &self,
+        stream: Stream<'_>,
+        table: Option<&CommandTable>,
+    ) -> Result<(), crate::policy::Refusal> {
         let name = match stream {
             Stream::Channel(_) => "subscribe",
             Stream::Pattern(_) => "psubscribe",
             Stream::ShardChannel(_) => "ssubscribe",
             Stream::Monitor => "monitor",
         };
-        scope::check_stream(&self.scope, stream).map_err(|denied| self.refused(name, denied))
+        scope::check_stream(&self.scope, stream, table).map_err(|denied| self.refused(name, denied))
     }
 
     /// Logs and counts a refusal that happened elsewhere (`reason` is a metric label).

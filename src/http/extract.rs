@@ -16,6 +16,7 @@ use crate::auth::rate::retry_after_seconds;
 use crate::auth::{audit, presented_token, AuthError, Principal};
 use crate::error::{json_error, ApiError};
 use crate::policy::scope::Stream;
+use crate::policy::CommandTable;
 use crate::protocol::reply::StringEncoding;
 
 /// The authenticated caller: its token's scope (mode, key prefixes, command rules,
@@ -60,10 +61,11 @@ impl Caller {
         let token = presented_token(header, parts.uri.query())
             .ok_or_else(|| unauthorized(AuthError::Invalid))?;
         let principal = state.auth().authenticate(&token).map_err(unauthorized)?;
-        if let Some(stream) = stream_route(endpoint) {
-            check_stream(&principal, stream, parts.uri.path()).map_err(|e| e.into_response())?;
-        }
         let table = state.default_command_table();
+        if let Some(stream) = stream_route(endpoint) {
+            check_stream(&principal, stream, parts.uri.path(), table.as_deref())
+                .map_err(|e| e.into_response())?;
+        }
         if let Err(wait) = state
             .auth()
             .admit(&principal, state.default_backend(), table.as_deref())
@@ -95,7 +97,12 @@ fn stream_route(matched: &str) -> Option<StreamRoute> {
 
 /// The stream policy: the channel (or pattern) is the raw path after its second `/`,
 /// percent-decoded as the SSE handlers decode it.
-fn check_stream(caller: &Principal, route: StreamRoute, path: &str) -> Result<(), ApiError> {
+fn check_stream(
+    caller: &Principal,
+    route: StreamRoute,
+    path: &str,
+    table: Option<&CommandTable>,
+) -> Result<(), ApiError> {
     if let Some(backend) = &caller.scope().backend {
         let text = format!(
             "NOPERM Server-Sent Events use the default backend; this token uses '{backend}'"
@@ -114,7 +121,7 @@ fn check_stream(caller: &Principal, route: StreamRoute, path: &str) -> Result<()
         StreamRoute::ShardChannel => Stream::ShardChannel(&name),
         StreamRoute::Monitor => Stream::Monitor,
     };
-    caller.check_stream(stream).map_err(ApiError::from)
+    caller.check_stream(stream, table).map_err(ApiError::from)
 }
 
 /// 429 with `Retry-After` (whole seconds) and a JSON error.

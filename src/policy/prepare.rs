@@ -501,19 +501,8 @@ fn clamp_blocking_timeout(name: &str, args: &mut [Bytes], max: Duration) -> Opti
         "blmove" if len == 6 => (5, true),
         "brpoplpush" if len == 4 => (3, true),
         "blmpop" | "bzmpop" if len >= 5 => (1, true),
-        "xread" | "xreadgroup" => {
-            let streams = args
-                .iter()
-                .position(|a| a.eq_ignore_ascii_case(b"streams"))
-                .unwrap_or(len);
-            // XREADGROUP GROUP <group> <consumer>: names that could read "BLOCK".
-            let options = if name == "xreadgroup" { 4 } else { 1 };
-            let block = args
-                .get(options..streams)?
-                .iter()
-                .position(|a| a.eq_ignore_ascii_case(b"block"))?;
-            (options + block + 1, false)
-        }
+        // Redis obeys the last BLOCK.
+        "xread" | "xreadgroup" => (*block_values(args).last()?, false),
         _ => return None,
     };
     let arg = args.get_mut(index)?;
@@ -541,20 +530,39 @@ fn clamp_blocking_timeout(name: &str, args: &mut [Bytes], max: Duration) -> Opti
     }
 }
 
-/// Drops `BLOCK <ms>` from XREAD/XREADGROUP options (before `STREAMS`).
+/// Drops every `BLOCK <ms>` from XREAD/XREADGROUP options.
 fn remove_block_option(args: &mut Vec<Bytes>) {
+    for value in block_values(args).into_iter().rev() {
+        args.drain(value - 1..=value);
+    }
+}
+
+/// Where the values of XREAD/XREADGROUP's `BLOCK` options are. The options are
+/// walked as Redis walks them (`GROUP <group> <consumer>`, `COUNT <n>`,
+/// `BLOCK <ms>`, `NOACK`, up to `STREAMS`), so that a group or consumer named
+/// "streams" or "block" is read as a name.
+fn block_values(args: &[Bytes]) -> Vec<usize> {
+    let mut values = Vec::new();
     let mut i = 1;
     while i < args.len() {
-        let word = args[i].to_ascii_lowercase();
-        if word == b"streams" {
-            return;
-        }
-        if word == b"block" && i + 1 < args.len() {
-            args.drain(i..i + 2);
-            continue;
-        }
-        i += 1;
+        let word = &args[i];
+        let operands = if word.eq_ignore_ascii_case(b"streams") {
+            break;
+        } else if word.eq_ignore_ascii_case(b"group") {
+            2
+        } else if word.eq_ignore_ascii_case(b"count") {
+            1
+        } else if word.eq_ignore_ascii_case(b"block") {
+            if i + 1 < args.len() {
+                values.push(i + 1);
+            }
+            1
+        } else {
+            0
+        };
+        i += 1 + operands;
     }
+    values
 }
 
 #[cfg(test)]
@@ -602,6 +610,56 @@ mod tests {
         assert_eq!(
             sent(&["XREAD", "COUNT", "2", "BLOCK", "0", "STREAMS", "block", "0"]),
             ["XREAD", "COUNT", "2", "STREAMS", "block", "0"]
+        );
+        // Group and consumer names are names, even "streams" and "block";
+        // every BLOCK goes (Redis obeys the last).
+        assert_eq!(
+            sent(&[
+                "XREADGROUP",
+                "GROUP",
+                "streams",
+                "c",
+                "BLOCK",
+                "0",
+                "STREAMS",
+                "s",
+                ">"
+            ]),
+            ["XREADGROUP", "GROUP", "streams", "c", "STREAMS", "s", ">"]
+        );
+        assert_eq!(
+            sent(&["XREADGROUP", "GROUP", "block", "block", "STREAMS", "s", ">"]),
+            ["XREADGROUP", "GROUP", "block", "block", "STREAMS", "s", ">"]
+        );
+        assert_eq!(
+            sent(&[
+                "XREADGROUP",
+                "COUNT",
+                "1",
+                "GROUP",
+                "g",
+                "c",
+                "BLOCK",
+                "5",
+                "NOACK",
+                "BLOCK",
+                "0",
+                "STREAMS",
+                "s",
+                ">"
+            ]),
+            [
+                "XREADGROUP",
+                "COUNT",
+                "1",
+                "GROUP",
+                "g",
+                "c",
+                "NOACK",
+                "STREAMS",
+                "s",
+                ">"
+            ]
         );
         // Wrong arity goes to Redis untouched, which answers its own error at once.
         assert_eq!(sent(&["BLPOP", "a"]), ["BLPOP", "a"]);
@@ -652,6 +710,19 @@ mod tests {
             run(&["XREAD", "BLOCK", "10", "STREAMS", "s", "$"]).1,
             Some(Duration::from_millis(10))
         );
+        // A group named "streams" does not hide the BLOCK after it.
+        let (args, wait) = run(&[
+            "XREADGROUP",
+            "GROUP",
+            "streams",
+            "c",
+            "BLOCK",
+            "0",
+            "STREAMS",
+            "s",
+            ">",
+        ]);
+        assert_eq!((args[5].as_str(), wait), ("2500", Some(max)));
         // Unreadable timeouts go to Redis unchanged (it refuses them at once).
         assert_eq!(run(&["BLPOP", "a", "soon"]).0[2], "soon");
         // Not blocking: the usual path.

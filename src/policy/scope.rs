@@ -595,21 +595,34 @@ pub enum Stream<'a> {
 
 /// Whether `scope` may open a stream: MONITOR needs an admin token (without prefixes);
 /// channels and patterns lie under the prefixes; command rules apply to
-/// `subscribe`, `psubscribe`, `ssubscribe` and `monitor`.
-pub fn check_stream(scope: &Scope, stream: Stream<'_>) -> Result<(), Denied> {
+/// `subscribe`, `psubscribe`, `ssubscribe` and `monitor`, categories included
+/// (`table` tells them; without it, rules cannot be judged and the stream waits).
+pub fn check_stream(
+    scope: &Scope,
+    stream: Stream<'_>,
+    table: Option<&CommandTable>,
+) -> Result<(), Denied> {
     let name = match stream {
         Stream::Channel(_) => "subscribe",
         Stream::Pattern(_) => "psubscribe",
         Stream::ShardChannel(_) => "ssubscribe",
         Stream::Monitor => "monitor",
     };
-    if !scope.commands.is_empty() && !rules_admit(&scope.commands, name, name, None) {
-        return Err(Denied {
-            reason: Reason::CommandRule,
-            refusal: Refusal::NoPermission(format!(
-                "NOPERM this token may not run the '{name}' command"
-            )),
-        });
+    if !scope.commands.is_empty() {
+        let Some(table) = table else {
+            return Err(Denied {
+                reason: Reason::NotReady,
+                refusal: Refusal::NotReady,
+            });
+        };
+        if !rules_admit(&scope.commands, name, name, table.named(name)) {
+            return Err(Denied {
+                reason: Reason::CommandRule,
+                refusal: Refusal::NoPermission(format!(
+                    "NOPERM this token may not run the '{name}' command"
+                )),
+            });
+        }
     }
     match stream {
         Stream::Monitor if scope.mode != Mode::Admin => Err(no_permission(
@@ -754,6 +767,13 @@ mod tests {
             entry("eval", &["@scripting"], vec![], vec![]),
             entry("ping", &["@connection"], vec![], vec![]),
             entry("publish", &["@pubsub"], vec![], vec![]),
+            entry("subscribe", &["@pubsub", "@slow"], vec![], vec![]),
+            entry(
+                "monitor",
+                &["@admin", "@slow", "@dangerous"],
+                vec![],
+                vec![],
+            ),
             entry(
                 "copy",
                 &["@write", "@keyspace"],
@@ -950,6 +970,36 @@ mod tests {
     }
 
     #[test]
+    fn command_rules_apply_to_streams_with_their_categories() {
+        let stream = |allow: &[&str], deny: &[&str], stream: Stream<'_>| {
+            let mut scope = Scope::unrestricted("r", Mode::Admin);
+            scope.commands.allow = allow.iter().map(|s| s.to_string()).collect();
+            scope.commands.deny = deny.iter().map(|s| s.to_string()).collect();
+            check_stream(&scope, stream, Some(&table())).map_err(|d| d.reason)
+        };
+        let channel = || Stream::Channel(b"c");
+        assert_eq!(
+            stream(&[], &["@dangerous"], Stream::Monitor),
+            Err(Reason::CommandRule)
+        );
+        assert_eq!(
+            stream(&[], &["@pubsub"], channel()),
+            Err(Reason::CommandRule)
+        );
+        assert_eq!(stream(&["@pubsub"], &[], channel()), Ok(()));
+        assert_eq!(stream(&["@read"], &[], channel()), Err(Reason::CommandRule));
+        assert_eq!(stream(&[], &["@dangerous"], channel()), Ok(()));
+        assert_eq!(stream(&["monitor"], &[], Stream::Monitor), Ok(()));
+        // Without the command table the rules cannot be judged: not yet.
+        let mut ruled = Scope::unrestricted("r", Mode::Admin);
+        ruled.commands.deny = vec!["@dangerous".into()];
+        assert_eq!(
+            check_stream(&ruled, Stream::Monitor, None).map_err(|d| d.reason),
+            Err(Reason::NotReady)
+        );
+    }
+
+    #[test]
     fn namespaces_streams_and_validation() {
         let s = tenant(&["acme:", "shop."]);
         assert!(check_namespace(&s, "acme").is_ok());
@@ -957,12 +1007,17 @@ mod tests {
         assert!(check_namespace(&s, "shop").is_ok());
         assert!(check_namespace(&s, "acme2").is_err());
         assert!(check_namespace(&s, "other").is_err());
-        assert!(check_stream(&s, Stream::Channel(b"acme:c")).is_ok());
-        assert!(check_stream(&s, Stream::ShardChannel(b"acme:c")).is_ok());
-        assert!(check_stream(&s, Stream::ShardChannel(b"other:c")).is_err());
-        assert!(check_stream(&s, Stream::Pattern(b"*")).is_err());
-        assert!(check_stream(&s, Stream::Monitor).is_err());
-        assert!(check_stream(&Scope::unrestricted("a", Mode::Admin), Stream::Monitor).is_ok());
+        assert!(check_stream(&s, Stream::Channel(b"acme:c"), None).is_ok());
+        assert!(check_stream(&s, Stream::ShardChannel(b"acme:c"), None).is_ok());
+        assert!(check_stream(&s, Stream::ShardChannel(b"other:c"), None).is_err());
+        assert!(check_stream(&s, Stream::Pattern(b"*"), None).is_err());
+        assert!(check_stream(&s, Stream::Monitor, None).is_err());
+        assert!(check_stream(
+            &Scope::unrestricted("a", Mode::Admin),
+            Stream::Monitor,
+            None
+        )
+        .is_ok());
         assert!(tenant(&["a*"]).validate().is_err());
         assert!(tenant(&[""]).validate().is_err());
         assert!(tenant(&["a:"]).validate().is_ok());

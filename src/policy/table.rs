@@ -85,12 +85,17 @@ impl CommandTable {
 
     /// [`CommandTable::lookup`] for a caller that already holds the lower-cased name.
     pub fn lookup_named(&self, name: &str, command: &Command) -> Option<&CommandInfo> {
-        let top = self.commands.get(name)?;
+        let top = self.named(name)?;
         if top.subcommands.is_empty() {
             return Some(top);
         }
         let sub = command.arg_lowercase(1)?;
         top.subcommands.get(&format!("{}|{}", top.name, sub))
+    }
+
+    /// The entry of the top-level command `name` (lower case), subcommands unresolved.
+    pub fn named(&self, name: &str) -> Option<&CommandInfo> {
+        self.commands.get(name)
     }
 
     /// Whether the server has a top-level command named `name` (lower case).

@@ -136,50 +136,80 @@ pub fn key_positions(specs: &[KeySpec], args: &[Bytes]) -> Option<Vec<usize>> {
         if !spec.is_resolvable() {
             return None;
         }
-        let Some(first) = begin_index(&spec.begin, args) else {
-            continue;
-        };
-        if first >= argc {
-            continue;
-        }
-        let (first, last, step) = match &spec.find {
-            FindKeys::Range {
-                last_key,
-                key_step,
-                limit,
-            } => {
-                let last = if *last_key >= 0 {
-                    first as i64 + last_key
-                } else if *limit == 0 {
-                    argc as i64 + last_key
-                } else {
-                    first as i64 + ((argc - first) / limit) as i64 + last_key
-                };
-                (first, last, *key_step)
+        for first in begin_indexes(spec, args) {
+            if first < argc {
+                push_keys(spec, args, first, &mut positions)?;
             }
-            FindKeys::KeyNum {
-                key_num_index,
-                first_key,
-                key_step,
-            } => {
-                let count_arg = args.get(first + key_num_index)?;
-                let count: i64 = std::str::from_utf8(count_arg).ok()?.parse().ok()?;
-                let first_key = first + first_key;
-                (
-                    first_key,
-                    first_key as i64 + (count - 1) * *key_step as i64,
-                    *key_step,
-                )
-            }
-            FindKeys::Unknown => return None,
-        };
-        let mut i = first;
-        while (i as i64) <= last && i < argc {
-            positions.push(i);
-            i += step;
         }
     }
     Some(positions)
+}
+
+/// Appends the positions of the keys that `spec` finds from `first`; `None`
+/// when the arguments cannot tell (a key count that is not a number).
+fn push_keys(
+    spec: &KeySpec,
+    args: &[Bytes],
+    first: usize,
+    positions: &mut Vec<usize>,
+) -> Option<()> {
+    let argc = args.len();
+    let (first, last, step) = match &spec.find {
+        FindKeys::Range {
+            last_key,
+            key_step,
+            limit,
+        } => {
+            let last = if *last_key >= 0 {
+                first as i64 + last_key
+            } else if *limit == 0 {
+                argc as i64 + last_key
+            } else {
+                first as i64 + ((argc - first) / limit) as i64 + last_key
+            };
+            (first, last, *key_step)
+        }
+        FindKeys::KeyNum {
+            key_num_index,
+            first_key,
+            key_step,
+        } => {
+            let count_arg = args.get(first + key_num_index)?;
+            let count: i64 = std::str::from_utf8(count_arg).ok()?.parse().ok()?;
+            let first_key = first + first_key;
+            (
+                first_key,
+                first_key as i64 + (count - 1) * *key_step as i64,
+                *key_step,
+            )
+        }
+        FindKeys::Unknown => return None,
+    };
+    let mut i = first;
+    while (i as i64) <= last && i < argc {
+        positions.push(i);
+        i += step;
+    }
+    Some(())
+}
+
+/// Where the spec's keys start. Redis' key-spec search stops at the first
+/// keyword, but a command that takes a single key after a keyword (GEORADIUS's
+/// `STORE` and `STOREDIST`) writes to the one after the *last* occurrence, and
+/// `COMMAND GETKEYS` reports the first. So such a keyword counts at every
+/// occurrence: every key the command may touch gets checked and routed.
+fn begin_indexes(spec: &KeySpec, args: &[Bytes]) -> Vec<usize> {
+    let single_key = matches!(spec.find, FindKeys::Range { last_key: 0, .. });
+    match &spec.begin {
+        BeginSearch::Keyword {
+            keyword,
+            start_from,
+        } if single_key && *start_from >= 0 => (*start_from..args.len() as i64)
+            .filter(|&i| args[i as usize].eq_ignore_ascii_case(keyword))
+            .map(|i| i as usize + 1)
+            .collect(),
+        begin => begin_index(begin, args).into_iter().collect(),
+    }
 }
 
 fn begin_index(begin: &BeginSearch, args: &[Bytes]) -> Option<usize> {
@@ -323,6 +353,35 @@ mod tests {
             ),
             Some(vec![4, 5])
         );
+    }
+
+    #[test]
+    fn a_keyword_before_one_key_counts_at_every_occurrence() {
+        // GEORADIUS k lon lat r unit STORE a STORE b: Redis writes to b, its
+        // key specs (and COMMAND GETKEYS) name a.
+        let store = KeySpec {
+            begin: BeginSearch::Keyword {
+                keyword: b"STORE".to_vec(),
+                start_from: 6,
+            },
+            find: FindKeys::Range {
+                last_key: 0,
+                key_step: 1,
+                limit: 0,
+            },
+            incomplete: false,
+        };
+        let georadius = [range(1, 0, 1, 0), store];
+        let command = |tail: &[&str]| {
+            let mut parts = vec!["GEORADIUS", "k", "13", "52", "500", "km"];
+            parts.extend_from_slice(tail);
+            key_positions(&georadius, &args(&parts))
+        };
+        assert_eq!(command(&["STORE", "a"]), Some(vec![1, 7]));
+        assert_eq!(command(&["store", "a", "STORE", "b"]), Some(vec![1, 7, 9]));
+        // A trailing keyword with no key after it names nothing.
+        assert_eq!(command(&["STORE", "a", "STORE"]), Some(vec![1, 7]));
+        assert_eq!(command(&["COUNT", "1"]), Some(vec![1]));
     }
 
     #[test]

@@ -366,6 +366,14 @@ async fn http_level_errors_are_json() {
 async fn blocking_commands_answer_at_once() {
     let redis = RedisServer::start();
     let gateway = Gateway::start(&redis).await;
+    // Consumer groups whose names read like XREADGROUP's keywords.
+    for group in ["streams", "block"] {
+        let create = json!(["XGROUP", "CREATE", "bi:grouped", group, "$", "MKSTREAM"]);
+        assert_eq!(
+            gateway.command(create).await,
+            (200, json!({"result": "OK"}))
+        );
+    }
     let started = Instant::now();
     for command in [
         json!(["BLPOP", "bi:empty1", "bi:empty2", 0]),
@@ -376,6 +384,43 @@ async fn blocking_commands_answer_at_once() {
         json!(["BLMPOP", 0, 1, "bi:empty", "LEFT"]),
         json!(["BZMPOP", 0, 1, "bi:emptyz", "MIN"]),
         json!(["XREAD", "BLOCK", 0, "STREAMS", "bi:stream", "$"]),
+        json!([
+            "XREADGROUP",
+            "GROUP",
+            "streams",
+            "c",
+            "BLOCK",
+            0,
+            "STREAMS",
+            "bi:grouped",
+            ">"
+        ]),
+        json!([
+            "XREADGROUP",
+            "COUNT",
+            1,
+            "GROUP",
+            "block",
+            "c",
+            "BLOCK",
+            0,
+            "STREAMS",
+            "bi:grouped",
+            ">"
+        ]),
+        json!([
+            "XREADGROUP",
+            "GROUP",
+            "block",
+            "c",
+            "BLOCK",
+            5,
+            "BLOCK",
+            0,
+            "STREAMS",
+            "bi:grouped",
+            ">"
+        ]),
     ] {
         assert_eq!(
             gateway.command(command.clone()).await,

@@ -222,6 +222,10 @@ async fn escape_attempts(gw: &Gateway, redis_port: u16, cluster: bool) -> usize 
         json!(["XREADGROUP", "GROUP", "g", "c", "STREAMS", "other:stream", ">"]),
         json!(["GEOSEARCHSTORE", "other:dst", "acme:geo", "FROMLONLAT", "13", "52", "BYRADIUS", "500", "km"]),
         json!(["GEORADIUS", "acme:geo", "13", "52", "500", "km", "STORE", "other:dst"]),
+        // Redis writes to the last STORE; its key specs name the first.
+        json!(["GEORADIUS", "acme:geo", "13", "52", "500", "km", "STORE", "acme:dst", "STORE", "other:dst"]),
+        json!(["GEORADIUS", "acme:geo", "13", "52", "500", "km", "STOREDIST", "acme:dst", "STOREDIST", "other:dst"]),
+        json!(["GEORADIUSBYMEMBER", "acme:geo", "m", "500", "km", "STORE", "acme:dst", "STORE", "other:dst"]),
         json!(["BITOP", "AND", "other:dst", "acme:a"]),
         json!(["PFMERGE", "acme:hll", "other:hll"]),
         json!(["LCS", "acme:a", "other:str"]),
@@ -578,7 +582,10 @@ async fn command_lists_allow_and_deny() {
     let file = scratch.write(
         "tokens.json",
         &json!({"tokens": [
-            {"name": "narrow", "token": "narrow-token", "commands": {"allow": ["@read", "set"], "deny": ["keys"]}}
+            {"name": "narrow", "token": "narrow-token", "commands": {"allow": ["@read", "set"], "deny": ["keys"]}},
+            {"name": "guarded", "token": "guarded-token", "mode": "admin", "commands": {"deny": ["@dangerous"]}},
+            {"name": "quiet", "token": "quiet-token", "commands": {"deny": ["@pubsub"]}},
+            {"name": "listener", "token": "listener-token", "commands": {"allow": ["@pubsub"]}}
         ]})
         .to_string(),
     );
@@ -598,6 +605,26 @@ async fn command_lists_allow_and_deny() {
         assert!(body["error"].as_str().unwrap_or("").contains("may not run"));
     }
     assert_eq!(redis.cli(&["GET", "k"]), "v");
+    // The rules hold for Server-Sent Events too, categories included. (Only the
+    // head is awaited: an admitted stream never ends.)
+    let open = |token: &'static str, path: &'static str| {
+        let request = gw.http.get(gw.at(path)).bearer_auth(token);
+        async move { request.send().await.expect("stream request") }
+    };
+    for (token, path) in [
+        ("guarded-token", "/monitor"),
+        ("quiet-token", "/subscribe/c"),
+        ("quiet-token", "/psubscribe/c*"),
+        ("narrow-token", "/subscribe/c"),
+    ] {
+        let response = open(token, path).await;
+        assert_eq!(response.status().as_u16(), 403, "{token} {path}");
+        let body: Value = response.json().await.expect("a JSON error");
+        let text = body["error"].as_str().unwrap_or_default();
+        assert!(text.contains("may not run"), "{token} {path}: {body}");
+    }
+    assert_eq!(open("listener-token", "/subscribe/c").await.status(), 200);
+    assert_eq!(open("guarded-token", "/subscribe/c").await.status(), 200);
 }
 
 // ---------------------------------------------------------------------------------
