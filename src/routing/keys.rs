@@ -136,13 +136,35 @@ pub fn key_positions(specs: &[KeySpec], args: &[Bytes]) -> Option<Vec<usize>> {
         if !spec.is_resolvable() {
             return None;
         }
-        for first in begin_indexes(spec, args) {
-            if first < argc {
-                push_keys(spec, args, first, &mut positions)?;
+        if let Some((keyword, start_from)) = keyword_before_one_key(spec) {
+            // Redis' key-spec search stops at the first keyword, but a command
+            // that takes one key after a keyword (GEORADIUS's `STORE` and
+            // `STOREDIST`) writes to the one after the *last* occurrence, while
+            // `COMMAND GETKEYS` reports the first. So every occurrence counts:
+            // every key the command may touch gets checked and routed.
+            for at in (start_from..argc).filter(|&i| args[i].eq_ignore_ascii_case(keyword)) {
+                push_keys(spec, args, at + 1, &mut positions)?;
             }
+        } else if let Some(first) = begin_index(&spec.begin, args) {
+            push_keys(spec, args, first, &mut positions)?;
         }
     }
     Some(positions)
+}
+
+/// The keyword and start of a spec that finds one key after a keyword searched
+/// forwards; `None` for any other spec.
+fn keyword_before_one_key(spec: &KeySpec) -> Option<(&[u8], usize)> {
+    match (&spec.begin, &spec.find) {
+        (
+            BeginSearch::Keyword {
+                keyword,
+                start_from,
+            },
+            FindKeys::Range { last_key: 0, .. },
+        ) => Some((keyword, usize::try_from(*start_from).ok()?)),
+        _ => None,
+    }
 }
 
 /// Appends the positions of the keys that `spec` finds from `first`; `None`
@@ -154,6 +176,9 @@ fn push_keys(
     positions: &mut Vec<usize>,
 ) -> Option<()> {
     let argc = args.len();
+    if first >= argc {
+        return Some(());
+    }
     let (first, last, step) = match &spec.find {
         FindKeys::Range {
             last_key,
@@ -191,25 +216,6 @@ fn push_keys(
         i += step;
     }
     Some(())
-}
-
-/// Where the spec's keys start. Redis' key-spec search stops at the first
-/// keyword, but a command that takes a single key after a keyword (GEORADIUS's
-/// `STORE` and `STOREDIST`) writes to the one after the *last* occurrence, and
-/// `COMMAND GETKEYS` reports the first. So such a keyword counts at every
-/// occurrence: every key the command may touch gets checked and routed.
-fn begin_indexes(spec: &KeySpec, args: &[Bytes]) -> Vec<usize> {
-    let single_key = matches!(spec.find, FindKeys::Range { last_key: 0, .. });
-    match &spec.begin {
-        BeginSearch::Keyword {
-            keyword,
-            start_from,
-        } if single_key && *start_from >= 0 => (*start_from..args.len() as i64)
-            .filter(|&i| args[i as usize].eq_ignore_ascii_case(keyword))
-            .map(|i| i as usize + 1)
-            .collect(),
-        begin => begin_index(begin, args).into_iter().collect(),
-    }
 }
 
 fn begin_index(begin: &BeginSearch, args: &[Bytes]) -> Option<usize> {
