@@ -95,6 +95,26 @@ fn stream_route(matched: &str) -> Option<StreamRoute> {
     }
 }
 
+/// Whether `token` still opens the stream at `path` (route pattern `endpoint`).
+/// Run again while a stream is open, so that an expired, revoked or removed
+/// token, or rules that changed, end it; the refusal's text when not.
+pub fn recheck_stream(
+    state: &AppState,
+    token: &str,
+    endpoint: &str,
+    path: &str,
+) -> Result<(), String> {
+    let principal = state.auth().authenticate(token).map_err(|error| {
+        audit::refused(None, endpoint, error.reason(), error.text());
+        error.text().to_string()
+    })?;
+    let Some(route) = stream_route(endpoint) else {
+        return Ok(());
+    };
+    let table = state.default_command_table();
+    check_stream(&principal, route, path, table.as_deref()).map_err(|error| error.to_string())
+}
+
 /// The stream policy: the channel (or pattern) is the raw path after its second `/`,
 /// percent-decoded as the SSE handlers decode it.
 fn check_stream(

@@ -16,22 +16,29 @@
 //! data: ERR stream closed: …
 //! ```
 //!
+//! At every keepalive interval the stream's token is checked again, as if the
+//! stream were opened now: a JWT past its `exp`, a revoked one, a token taken
+//! out of the token file or rules that no longer admit the stream end it.
+//!
 //! Channel names come from the raw path, percent-decoded (the JS SDK does not
 //! encode them), so `/subscribe/room/1` is the channel `room/1`.
 
 use std::convert::Infallible;
 
-use axum::extract::State;
-use axum::http::{HeaderName, HeaderValue, Uri};
+use axum::extract::{MatchedPath, State};
+use axum::http::header::AUTHORIZATION;
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Uri};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use futures::Stream;
 use percent_encoding::percent_decode;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::extract::{Caller, RawBody};
+use super::extract::{recheck_stream, Caller, RawBody};
 use super::AppState;
+use crate::auth::presented_token;
 use crate::backend::pubsub::{
     Delivery, MonitorStream, PubSubHub, StreamError, Subscription, TopicKind,
 };
@@ -42,20 +49,26 @@ use crate::policy::Access;
 pub async fn subscribe(
     State(state): State<AppState>,
     _caller: Caller,
+    route: MatchedPath,
+    headers: HeaderMap,
     uri: Uri,
     _body: RawBody,
 ) -> Result<Response, ApiError> {
-    topic_stream(&state, TopicKind::Channel, uri.path()).await
+    let recheck = Recheck::new(&state, &route, &headers, &uri);
+    topic_stream(&state, TopicKind::Channel, uri.path(), recheck).await
 }
 
 /// `GET|POST /psubscribe/{pattern}`.
 pub async fn psubscribe(
     State(state): State<AppState>,
     _caller: Caller,
+    route: MatchedPath,
+    headers: HeaderMap,
     uri: Uri,
     _body: RawBody,
 ) -> Result<Response, ApiError> {
-    topic_stream(&state, TopicKind::Pattern, uri.path()).await
+    let recheck = Recheck::new(&state, &route, &headers, &uri);
+    topic_stream(&state, TopicKind::Pattern, uri.path(), recheck).await
 }
 
 /// `GET|POST /ssubscribe/{channel}`: sharded Pub/Sub (`SPUBLISH`), on the primary
@@ -63,16 +76,22 @@ pub async fn psubscribe(
 pub async fn ssubscribe(
     State(state): State<AppState>,
     _caller: Caller,
+    route: MatchedPath,
+    headers: HeaderMap,
     uri: Uri,
     _body: RawBody,
 ) -> Result<Response, ApiError> {
-    topic_stream(&state, TopicKind::Shard, uri.path()).await
+    let recheck = Recheck::new(&state, &route, &headers, &uri);
+    topic_stream(&state, TopicKind::Shard, uri.path(), recheck).await
 }
 
 /// `GET|POST /monitor`: every command Redis runs (standard token only).
 pub async fn monitor(
     State(state): State<AppState>,
     Caller(access): Caller,
+    route: MatchedPath,
+    headers: HeaderMap,
+    uri: Uri,
     _body: RawBody,
 ) -> Result<Response, ApiError> {
     if access == Access::ReadOnly {
@@ -82,13 +101,20 @@ pub async fn monitor(
     }
     let hub = hub(&state)?;
     let source = hub.monitor().await.map_err(api_error)?;
-    Ok(respond(hub, "\"OK\"".to_string(), Source::Monitor(source)))
+    let recheck = Recheck::new(&state, &route, &headers, &uri);
+    Ok(respond(
+        hub,
+        "\"OK\"".to_string(),
+        Source::Monitor(source),
+        recheck,
+    ))
 }
 
 async fn topic_stream(
     state: &AppState,
     kind: TopicKind,
     raw_path: &str,
+    recheck: Recheck,
 ) -> Result<Response, ApiError> {
     let name = topic_name(raw_path);
     let verb = match kind {
@@ -109,7 +135,7 @@ async fn topic_stream(
     let hub = hub(state)?;
     let subscription = hub.subscribe(kind, name.clone()).await.map_err(api_error)?;
     let first = format!("{verb},{},1", String::from_utf8_lossy(&name));
-    Ok(respond(hub, first, Source::Topic(subscription)))
+    Ok(respond(hub, first, Source::Topic(subscription), recheck))
 }
 
 /// The channel or pattern: everything after the second `/` of the raw path,
@@ -157,18 +183,53 @@ impl Source {
     }
 }
 
+/// What checks a stream's token again while it is open.
+struct Recheck {
+    state: AppState,
+    token: String,
+    endpoint: String,
+    path: String,
+    /// When the next check is due.
+    due: Instant,
+}
+
+impl Recheck {
+    /// For a stream that `Caller` has just admitted.
+    fn new(state: &AppState, route: &MatchedPath, headers: &HeaderMap, uri: &Uri) -> Recheck {
+        let header = headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok());
+        let token = presented_token(header, uri.query()).unwrap_or_default();
+        Recheck {
+            state: state.clone(),
+            token: token.into_owned(),
+            endpoint: route.as_str().to_string(),
+            path: uri.path().to_string(),
+            due: Instant::now(),
+        }
+    }
+
+    fn check(&self) -> Result<(), String> {
+        recheck_stream(&self.state, &self.token, &self.endpoint, &self.path)
+    }
+}
+
 /// A stream's state between events; dropping it releases the Redis resources.
 struct Live {
     first: Option<String>,
     source: Source,
     closing: CancellationToken,
+    recheck: Recheck,
+    /// How often the token is checked again (the keepalive interval).
+    every: std::time::Duration,
 }
 
-fn respond(hub: &PubSubHub, first: String, source: Source) -> Response {
+fn respond(hub: &PubSubHub, first: String, source: Source, mut recheck: Recheck) -> Response {
+    recheck.due = Instant::now() + hub.keepalive();
     let live = Live {
         first: Some(first),
         source,
         closing: hub.closing().clone(),
+        recheck,
+        every: hub.keepalive(),
     };
     let keep_alive = KeepAlive::new().interval(hub.keepalive()).text("keepalive");
     let mut response = Sse::new(events(live))
@@ -188,12 +249,22 @@ fn events(live: Live) -> impl Stream<Item = Result<Event, Infallible>> {
         if let Some(first) = live.first.take() {
             return Some((Ok(Event::default().data(first)), Some(live)));
         }
-        let delivery = tokio::select! {
-            biased;
-            _ = live.closing.cancelled() => {
-                return Some((Ok(last_event("restash is shutting down")), None));
+        let delivery = loop {
+            tokio::select! {
+                biased;
+                _ = live.closing.cancelled() => {
+                    return Some((Ok(last_event("restash is shutting down")), None));
+                }
+                _ = tokio::time::sleep_until(live.recheck.due) => {
+                    if let Err(reason) = live.recheck.check() {
+                        let reason = format!("the token no longer opens this stream: {reason}");
+                        return Some((Ok(last_event(&reason)), None));
+                    }
+                    live.recheck.due = Instant::now() + live.every;
+                }
+                // (Cancel-safe: an event not yet received stays in the channel.)
+                delivery = live.source.next() => break delivery,
             }
-            delivery = live.source.next() => delivery,
         };
         match delivery {
             Delivery::Event(data) => Some((Ok(Event::default().data(&*data)), Some(live))),

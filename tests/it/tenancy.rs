@@ -1022,6 +1022,65 @@ async fn jwts_are_verified_and_refused_with_401() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_end_when_their_token_no_longer_opens_them() {
+    use crate::pubsub::Events;
+    let redis = RedisServer::start();
+    let gw = gateway_with(&redis.url(), |c| {
+        c.jwt_secret = Some("stream-secret".into());
+        c.sse_keepalive = Duration::from_millis(200);
+    })
+    .await;
+    let key = EncodingKey::from_secret(b"stream-secret");
+    let token = |exp: u64| {
+        sign(
+            Algorithm::HS256,
+            &key,
+            &json!({"sub": "listener", "exp": exp}),
+            None,
+        )
+    };
+    // Expires in a second (restash allows 5 s of clock skew); the other in five minutes.
+    let (short, long) = (token(now() + 1), token(now() + 300));
+    let open = |token: &str| Events::open(gw.http.get(gw.at("/subscribe/news")).bearer_auth(token));
+    let (mut ending, mut lasting) = (open(&short).await, open(&long).await);
+    assert_eq!(ending.data().await, "subscribe,news,1");
+    assert_eq!(lasting.data().await, "subscribe,news,1");
+    let started = Instant::now();
+    let last = loop {
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "the expired token's stream is still open"
+        );
+        let block = ending
+            .block(Duration::from_secs(5))
+            .await
+            .expect("the stream ended without a last event");
+        if !block.starts_with(':') {
+            break block;
+        }
+    };
+    assert!(
+        last.starts_with(
+            "event: error\ndata: ERR stream closed: the token no longer opens this stream"
+        ),
+        "{last:?}"
+    );
+    assert!(last.contains("expired"), "{last:?}");
+    assert!(started.elapsed() < Duration::from_secs(12));
+    assert_eq!(
+        ending.block(Duration::from_secs(5)).await,
+        None,
+        "the stream goes on"
+    );
+    // The valid token's stream is still live.
+    assert_eq!(
+        gw.command(json!(["PUBLISH", "news", "still here"])).await,
+        (200, json!({"result": 1}))
+    );
+    assert_eq!(lasting.data().await, "message,news,still here");
+}
+
 #[tokio::test]
 async fn jwks_keys_and_the_token_subcommand() {
     let redis = RedisServer::start();
