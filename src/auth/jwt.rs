@@ -19,7 +19,7 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 use jsonwebtoken::errors::ErrorKind;
-use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, JwkSet};
+use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, JwkSet, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::{Deserialize, Serialize};
 
@@ -281,6 +281,11 @@ fn load_keys(path: &Path) -> Result<Vec<PublicKey>, KeyError> {
             serde_json::from_str(&text).map_err(|e| invalid(format!("not a JWKS: {e}")))?;
         let mut keys = Vec::new();
         for jwk in &set.keys {
+            // Only keys published for signatures (or for no stated use) verify
+            // tokens; `"use": "enc"` keys are for encrypting to their owner.
+            if matches!(&jwk.common.public_key_use, Some(u) if *u != PublicKeyUse::Signature) {
+                continue;
+            }
             let algorithm = match &jwk.algorithm {
                 AlgorithmParameters::RSA(_) => Algorithm::RS256,
                 AlgorithmParameters::EllipticCurve(p) if p.curve == EllipticCurve::P256 => {

@@ -722,6 +722,7 @@ impl Keys {
         let x = &ed[ed.len() - 32..];
         json!({"keys": [
             {"kty": "RSA", "kid": "r1", "alg": "RS256", "use": "sig", "n": b64(&n), "e": "AQAB"},
+            {"kty": "RSA", "kid": "r-enc", "use": "enc", "n": b64(&n), "e": "AQAB"},
             {"kty": "OKP", "kid": "e1", "crv": "Ed25519", "x": b64(x)}
         ]})
         .to_string()
@@ -1103,6 +1104,14 @@ async fn jwks_keys_and_the_token_subcommand() {
         let (status, body) = run(&gw, &sign(alg, key, &claims, kid), json!(["PING"])).await;
         assert_eq!(status, 200, "{alg:?} {kid:?}: {body}");
     }
+    // A key published for encryption does not verify signatures.
+    let (status, _) = run(
+        &gw,
+        &sign(Algorithm::RS256, &rsa, &claims, Some("r-enc")),
+        json!(["PING"]),
+    )
+    .await;
+    assert_eq!(status, 401);
     // A kid naming another key, and an algorithm without a key (ES256), are refused.
     let (status, _) = run(
         &gw,
