@@ -60,7 +60,8 @@ impl Caller {
         };
         let token = presented_token(header, parts.uri.query())
             .ok_or_else(|| unauthorized(AuthError::Invalid))?;
-        let principal = state.auth().authenticate(&token).map_err(unauthorized)?;
+        let principal = authenticated(state, &token, endpoint)
+            .map_err(|error| json_error(StatusCode::UNAUTHORIZED, error.text()))?;
         let table = state.default_command_table();
         if let Some(stream) = stream_route(endpoint) {
             check_stream(&principal, stream, parts.uri.path(), table.as_deref())
@@ -104,15 +105,20 @@ pub fn recheck_stream(
     endpoint: &str,
     path: &str,
 ) -> Result<(), String> {
-    let principal = state.auth().authenticate(token).map_err(|error| {
-        audit::refused(None, endpoint, error.reason(), error.text());
-        error.text().to_string()
-    })?;
+    let principal = authenticated(state, token, endpoint).map_err(|e| e.text().to_string())?;
     let Some(route) = stream_route(endpoint) else {
         return Ok(());
     };
     let table = state.default_command_table();
     check_stream(&principal, route, path, table.as_deref()).map_err(|error| error.to_string())
+}
+
+/// The principal `token` stands for; a refusal is audited under `endpoint`.
+fn authenticated(state: &AppState, token: &str, endpoint: &str) -> Result<Principal, AuthError> {
+    state
+        .auth()
+        .authenticate(token)
+        .inspect_err(|error| audit::refused(None, endpoint, error.reason(), error.text()))
 }
 
 /// The stream policy: the channel (or pattern) is the raw path after its second `/`,

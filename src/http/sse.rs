@@ -189,8 +189,6 @@ struct Recheck {
     token: String,
     endpoint: String,
     path: String,
-    /// When the next check is due.
-    due: Instant,
 }
 
 impl Recheck {
@@ -203,7 +201,6 @@ impl Recheck {
             token: token.into_owned(),
             endpoint: route.as_str().to_string(),
             path: uri.path().to_string(),
-            due: Instant::now(),
         }
     }
 
@@ -218,17 +215,19 @@ struct Live {
     source: Source,
     closing: CancellationToken,
     recheck: Recheck,
+    /// When the token is checked next.
+    next_check: Instant,
     /// How often the token is checked again (the keepalive interval).
     every: std::time::Duration,
 }
 
-fn respond(hub: &PubSubHub, first: String, source: Source, mut recheck: Recheck) -> Response {
-    recheck.due = Instant::now() + hub.keepalive();
+fn respond(hub: &PubSubHub, first: String, source: Source, recheck: Recheck) -> Response {
     let live = Live {
         first: Some(first),
         source,
         closing: hub.closing().clone(),
         recheck,
+        next_check: Instant::now() + hub.keepalive(),
         every: hub.keepalive(),
     };
     let keep_alive = KeepAlive::new().interval(hub.keepalive()).text("keepalive");
@@ -255,12 +254,12 @@ fn events(live: Live) -> impl Stream<Item = Result<Event, Infallible>> {
                 _ = live.closing.cancelled() => {
                     return Some((Ok(last_event("restash is shutting down")), None));
                 }
-                _ = tokio::time::sleep_until(live.recheck.due) => {
+                _ = tokio::time::sleep_until(live.next_check) => {
                     if let Err(reason) = live.recheck.check() {
                         let reason = format!("the token no longer opens this stream: {reason}");
                         return Some((Ok(last_event(&reason)), None));
                     }
-                    live.recheck.due = Instant::now() + live.every;
+                    live.next_check = Instant::now() + live.every;
                 }
                 // (Cancel-safe: an event not yet received stays in the channel.)
                 delivery = live.source.next() => break delivery,

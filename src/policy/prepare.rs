@@ -573,6 +573,19 @@ mod tests {
         Command::from_parts(parts.iter().map(|s| s.to_string()))
     }
 
+    /// XREADGROUP with a consumer group named like its STREAMS keyword.
+    const GROUP_NAMED_STREAMS: [&str; 9] = [
+        "XREADGROUP",
+        "GROUP",
+        "streams",
+        "c",
+        "BLOCK",
+        "0",
+        "STREAMS",
+        "s",
+        ">",
+    ];
+
     fn sent(parts: &[&str]) -> Vec<String> {
         let p = prepare(
             cmd(parts),
@@ -614,17 +627,7 @@ mod tests {
         // Group and consumer names are names, even "streams" and "block";
         // every BLOCK goes (Redis obeys the last).
         assert_eq!(
-            sent(&[
-                "XREADGROUP",
-                "GROUP",
-                "streams",
-                "c",
-                "BLOCK",
-                "0",
-                "STREAMS",
-                "s",
-                ">"
-            ]),
+            sent(&GROUP_NAMED_STREAMS),
             ["XREADGROUP", "GROUP", "streams", "c", "STREAMS", "s", ">"]
         );
         assert_eq!(
@@ -711,17 +714,7 @@ mod tests {
             Some(Duration::from_millis(10))
         );
         // A group named "streams" does not hide the BLOCK after it.
-        let (args, wait) = run(&[
-            "XREADGROUP",
-            "GROUP",
-            "streams",
-            "c",
-            "BLOCK",
-            "0",
-            "STREAMS",
-            "s",
-            ">",
-        ]);
+        let (args, wait) = run(&GROUP_NAMED_STREAMS);
         assert_eq!((args[5].as_str(), wait), ("2500", Some(max)));
         // Unreadable timeouts go to Redis unchanged (it refuses them at once).
         assert_eq!(run(&["BLPOP", "a", "soon"]).0[2], "soon");
