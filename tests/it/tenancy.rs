@@ -1048,38 +1048,110 @@ async fn streams_end_when_their_token_no_longer_opens_them() {
     assert_eq!(ending.data().await, "subscribe,news,1");
     assert_eq!(lasting.data().await, "subscribe,news,1");
     let started = Instant::now();
-    let last = loop {
-        assert!(
-            started.elapsed() < Duration::from_secs(15),
-            "the expired token's stream is still open"
-        );
-        let block = ending
-            .block(Duration::from_secs(5))
-            .await
-            .expect("the stream ended without a last event");
-        if !block.starts_with(':') {
-            break block;
-        }
-    };
-    assert!(
-        last.starts_with(
-            "event: error\ndata: ERR stream closed: the token no longer opens this stream"
-        ),
-        "{last:?}"
-    );
+    let last = closing_event(&mut ending, "the expired token's").await;
     assert!(last.contains("expired"), "{last:?}");
     assert!(started.elapsed() < Duration::from_secs(12));
-    assert_eq!(
-        ending.block(Duration::from_secs(5)).await,
-        None,
-        "the stream goes on"
-    );
     // The valid token's stream is still live.
     assert_eq!(
         gw.command(json!(["PUBLISH", "news", "still here"])).await,
         (200, json!({"result": 1}))
     );
     assert_eq!(lasting.data().await, "message,news,still here");
+}
+
+/// The event that ends a stream whose token no longer opens it (heartbeats skipped);
+/// fails when none comes within 15 s or when the stream goes on after it.
+async fn closing_event(stream: &mut crate::pubsub::Events, whose: &str) -> String {
+    let started = Instant::now();
+    let last = loop {
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "{whose} stream is still open"
+        );
+        let block = stream
+            .block(Duration::from_secs(5))
+            .await
+            .unwrap_or_else(|| panic!("{whose} stream ended without a last event"));
+        if !block.starts_with(':') {
+            break block;
+        }
+    };
+    assert!(
+        last.starts_with(
+            "event: error\ndata: ERR stream closed: the token no longer opens this stream: "
+        ),
+        "{whose}: {last:?}"
+    );
+    assert_eq!(
+        stream.block(Duration::from_secs(5)).await,
+        None,
+        "{whose} stream goes on"
+    );
+    last
+}
+
+/// The re-check at every keepalive also ends streams whose JWT was revoked, whose
+/// token left the token file, or whose token's rules no longer admit them; the
+/// same reloads leave an unchanged token's stream open.
+#[tokio::test]
+async fn streams_end_when_their_token_is_revoked_removed_or_narrowed() {
+    use crate::pubsub::Events;
+    let redis = RedisServer::start();
+    let scratch = Scratch::new();
+    let entry = |name: &str, rules: &str| {
+        format!("[[tokens]]\nname = \"{name}\"\ntoken = \"{name}-token\"\n{rules}\n")
+    };
+    let tokens = |with_leaver: bool, narrowed: bool| {
+        let mut file = entry("keeper", "");
+        if with_leaver {
+            file += &entry("leaver", "");
+        }
+        let rules = if narrowed {
+            "commands = { deny = [\"@pubsub\"] }"
+        } else {
+            "commands = { deny = [\"flushall\"] }"
+        };
+        file + &entry("narrowed", rules)
+    };
+    let file = scratch.write("tokens.toml", &tokens(true, false));
+    let revoked = scratch.write("revoked.txt", "jti-other\n");
+    let gw = gateway_with(&redis.url(), |c| {
+        c.tokens_file = Some(file);
+        c.jwt_secret = Some("stream-secret".into());
+        c.jwt_revoked_file = Some(revoked.clone());
+        c.sse_keepalive = Duration::from_millis(200);
+    })
+    .await;
+    let jwt = sign(
+        Algorithm::HS256,
+        &EncodingKey::from_secret(b"stream-secret"),
+        &json!({"sub": "listener", "jti": "jti-stream", "exp": now() + 300}),
+        None,
+    );
+    let open = |token: &str| Events::open(gw.http.get(gw.at("/subscribe/news")).bearer_auth(token));
+    let mut keeper = open("keeper-token").await;
+    let mut leaver = open("leaver-token").await;
+    let mut narrowed = open("narrowed-token").await;
+    let mut revoked_jwt = open(&jwt).await;
+    for stream in [&mut keeper, &mut leaver, &mut narrowed, &mut revoked_jwt] {
+        assert_eq!(stream.data().await, "subscribe,news,1");
+    }
+
+    scratch.write("tokens.toml", &tokens(false, true));
+    scratch.write("revoked.txt", "jti-other\njti-stream\n");
+    let last = closing_event(&mut leaver, "the removed token's").await;
+    assert!(last.contains("WRONGPASS"), "{last:?}");
+    let last = closing_event(&mut narrowed, "the narrowed token's").await;
+    assert!(last.contains("NOPERM"), "{last:?}");
+    assert!(last.contains("subscribe"), "{last:?}");
+    let last = closing_event(&mut revoked_jwt, "the revoked JWT's").await;
+    assert!(last.contains("revoked"), "{last:?}");
+    // The token nobody changed still streams.
+    assert_eq!(
+        gw.command(json!(["PUBLISH", "news", "still here"])).await,
+        (200, json!({"result": 1}))
+    );
+    assert_eq!(keeper.data().await, "message,news,still here");
 }
 
 #[tokio::test]
