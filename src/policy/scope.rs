@@ -560,16 +560,17 @@ fn has_db_option(args: &[Bytes]) -> bool {
 }
 
 /// The cache API for a prefixed token: a namespace must start with a prefix, or be
-/// a prefix without its last character when that is a separator (`acme:` → `acme`).
+/// a prefix without its final `:` (`acme:` → `acme`).
+///
+/// Only `:` is stripped: tokens whose key prefixes do not overlap then never share a
+/// namespace. (Stripping any separator gave `acme:` and `acme-` both `acme`.)
 pub fn check_namespace(scope: &Scope, namespace: &str) -> Result<(), Denied> {
     let ns = namespace.as_bytes();
     let owned = !scope.is_prefixed()
-        || scope.prefixes.iter().any(|p| {
-            ns.starts_with(p)
-                || (p.len() > 1
-                    && !p[p.len() - 1].is_ascii_alphanumeric()
-                    && &p[..p.len() - 1] == ns)
-        });
+        || scope
+            .prefixes
+            .iter()
+            .any(|p| ns.starts_with(p) || (!ns.is_empty() && p.strip_suffix(b":") == Some(ns)));
     if owned {
         Ok(())
     } else {
@@ -1004,9 +1005,14 @@ mod tests {
         let s = tenant(&["acme:", "shop."]);
         assert!(check_namespace(&s, "acme").is_ok());
         assert!(check_namespace(&s, "shop.reports").is_ok());
-        assert!(check_namespace(&s, "shop").is_ok());
+        assert!(check_namespace(&s, "shop").is_err());
         assert!(check_namespace(&s, "acme2").is_err());
         assert!(check_namespace(&s, "other").is_err());
+        // Prefixes that do not overlap own no namespace in common.
+        let dashed = tenant(&["acme-", "acme.", "acme_"]);
+        assert!(check_namespace(&dashed, "acme").is_err());
+        assert!(check_namespace(&dashed, "acme-x").is_ok());
+        assert!(check_namespace(&tenant(&[":"]), "").is_err());
         assert!(check_stream(&s, Stream::Channel(b"acme:c"), None).is_ok());
         assert!(check_stream(&s, Stream::ShardChannel(b"acme:c"), None).is_ok());
         assert!(check_stream(&s, Stream::ShardChannel(b"other:c"), None).is_err());

@@ -575,6 +575,68 @@ async fn administrative_commands_need_an_admin_token() {
     assert_eq!(redis.cli(&["PING"]), "PONG");
 }
 
+/// Tokens whose key prefixes do not overlap share no cache namespace: only a final
+/// `:` is dropped to name one (`acme:` owns `acme`, `acme-` does not).
+#[tokio::test]
+async fn cache_namespaces_of_disjoint_prefixes_do_not_overlap() {
+    let redis = RedisServer::start();
+    let scratch = Scratch::new();
+    let file = scratch.write(
+        "tokens.json",
+        &json!({"tokens": [
+            {"name": "colon", "token": "colon-token", "prefixes": ["acme:"]},
+            {"name": "dash", "token": "dash-token", "prefixes": ["acme-"]},
+            {"name": "dot", "token": "dot-token", "prefixes": ["shop."]}
+        ]})
+        .to_string(),
+    );
+    let gw = gateway_with(&redis.url(), |c| c.tokens_file = Some(file)).await;
+    let cache = |method: reqwest::Method, token: &'static str, path: &str, body: &'static str| {
+        gw.send(
+            gw.http
+                .request(method, gw.at(path))
+                .bearer_auth(token)
+                .body(body),
+        )
+    };
+    use reqwest::Method;
+    let (status, body) = cache(Method::PUT, "colon-token", "/cache/acme/k?ttl=60", "secret").await;
+    assert_eq!(status, 200, "{body}");
+    for (method, path, body) in [
+        (Method::GET, "/cache/acme/k", ""),
+        (Method::PUT, "/cache/acme/k?ttl=60", "overwritten"),
+        (Method::DELETE, "/cache/acme/k", ""),
+        (Method::POST, "/cache/acme/invalidate", r#"{"prefix":""}"#),
+        (Method::GET, "/cache/acme", ""),
+    ] {
+        let (status, answer) = cache(method.clone(), "dash-token", path, body).await;
+        assert_eq!(status, 403, "{method} {path}: {answer}");
+        assert_eq!(
+            answer["error"], "NOPERM cache namespace 'acme' is outside this token's prefixes",
+            "{method} {path}"
+        );
+    }
+    let entry = gw
+        .http
+        .get(gw.at("/cache/acme/k"))
+        .bearer_auth("colon-token")
+        .send()
+        .await
+        .expect("cache GET");
+    assert_eq!(entry.status(), 200);
+    assert_eq!(entry.text().await.expect("entry"), "secret");
+    // Each still owns the namespaces that start with its prefix.
+    for (token, path) in [
+        ("dash-token", "/cache/acme-eu/k?ttl=60"),
+        ("dot-token", "/cache/shop.reports/k?ttl=60"),
+    ] {
+        let (status, body) = cache(Method::PUT, token, path, "v").await;
+        assert_eq!(status, 200, "{token} {path}: {body}");
+    }
+    let (status, _) = cache(Method::GET, "dot-token", "/cache/shop/k", "").await;
+    assert_eq!(status, 403, "'shop.' does not own 'shop'");
+}
+
 #[tokio::test]
 async fn command_lists_allow_and_deny() {
     let redis = RedisServer::start();
