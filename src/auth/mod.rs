@@ -35,7 +35,7 @@ pub use tokens::{generate_token, presented_token, Tokens};
 
 use crate::backend::{Backend, BackendSettings};
 use crate::error::UNAUTHORIZED_TEXT;
-use crate::policy::scope::{self, Denied, Mode, Scope, Stream};
+use crate::policy::scope::{self, CacheOperation, Denied, Mode, Scope, Stream};
 use crate::policy::{Access, CommandTable};
 use crate::protocol::Command;
 use backends::{BackendRegistry, NamedBackend};
@@ -166,6 +166,17 @@ impl Principal {
     pub fn check_namespace(&self, namespace: &str) -> Result<(), crate::policy::Refusal> {
         scope::check_namespace(&self.scope, namespace)
             .map_err(|denied| self.refused("cache", denied))
+    }
+
+    /// Checks a cache operation against the command rules (audited); `table` gives
+    /// them their categories.
+    pub fn check_cache(
+        &self,
+        operation: CacheOperation,
+        table: Option<&CommandTable>,
+    ) -> Result<(), crate::policy::Refusal> {
+        scope::check_cache(&self.scope, operation, table)
+            .map_err(|denied| self.refused(operation.command(), denied))
     }
 
     /// Checks a Server-Sent Events stream (audited); `table` gives command rules

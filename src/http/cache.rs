@@ -29,6 +29,7 @@ use crate::cache::{
     Cache, CacheError, Entry, Event, FillOutcome, InputError, LeaseToken, Lookup, Namespace,
 };
 use crate::error::{json_error, ApiError};
+use crate::policy::scope::CacheOperation;
 use crate::policy::Access;
 
 /// `HIT`, `STALE`, `MISS` or `BYPASS`.
@@ -59,32 +60,41 @@ pub async fn dispatch(
     let (Target::Namespace(ns) | Target::Item(ns, _)) = &target;
     caller.check_namespace(ns.as_str())?;
     let state = state.for_caller(&caller)?;
-    let access = caller.access();
-    // Refused writes are audited like every other refusal (this calls the fn below).
-    let writable = |access: Access| {
-        writable(access).inspect_err(|e| caller.audit("cache", "read_only", &e.to_string()))
+    let table = state.command_table();
+    // A read-only token may only read; refused writes are audited like every other
+    // refusal. Then the token's command rules judge the operation.
+    let admit = |operation: CacheOperation| -> Result<(), ApiError> {
+        if operation != CacheOperation::Read {
+            writable(caller.access())
+                .inspect_err(|e| caller.audit("cache", "read_only", &e.to_string()))?;
+        }
+        Ok(caller.check_cache(operation, table.as_deref())?)
     };
     let query = uri.query();
     match (target, method) {
-        (Target::Namespace(ns), Method::GET | Method::HEAD) => stats(&state, &ns, query).await,
+        (Target::Namespace(ns), Method::GET | Method::HEAD) => {
+            admit(CacheOperation::Read)?;
+            stats(&state, &ns, query).await
+        }
         (Target::Namespace(_), _) => Ok(method_not_allowed("GET, HEAD")),
         (Target::Item(ns, key), Method::POST) if &key[..] == b"invalidate" => {
-            writable(access)?;
+            admit(CacheOperation::Remove)?;
             invalidate(&state, &ns, query, &body).await
         }
         (Target::Item(ns, key), Method::GET | Method::HEAD) => {
             let params = params::parse_get(query)?;
+            admit(CacheOperation::Read)?;
             if params.lease.is_some() {
-                writable(access)?;
+                admit(CacheOperation::Write)?;
             }
             Ok(get(&state, &ns, &key, params, &headers).await)
         }
         (Target::Item(ns, key), Method::PUT) => {
-            writable(access)?;
+            admit(CacheOperation::Write)?;
             put(&state, &ns, &key, query, &headers, body).await
         }
         (Target::Item(ns, key), Method::DELETE) => {
-            writable(access)?;
+            admit(CacheOperation::Remove)?;
             params::parse_none(query)?;
             let removed = cache(&state)
                 .remove(state.backend(), &EntryKeys::new(&ns, &key))

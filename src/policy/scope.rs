@@ -581,6 +581,64 @@ pub fn check_namespace(scope: &Scope, namespace: &str) -> Result<(), Denied> {
     }
 }
 
+/// A token's command rules on a command restash runs for it outside `POST /` (a
+/// stream's `subscribe`, the cache's `get`); `table` gives the categories, and
+/// without it rules cannot be judged.
+fn check_rules(scope: &Scope, name: &str, table: Option<&CommandTable>) -> Result<(), Denied> {
+    if scope.commands.is_empty() {
+        return Ok(());
+    }
+    let Some(table) = table else {
+        return Err(Denied {
+            reason: Reason::NotReady,
+            refusal: Refusal::NotReady,
+        });
+    };
+    if rules_admit(&scope.commands, name, name, table.named(name)) {
+        Ok(())
+    } else {
+        Err(Denied {
+            reason: Reason::CommandRule,
+            refusal: Refusal::NoPermission(format!(
+                "NOPERM this token may not run the '{name}' command"
+            )),
+        })
+    }
+}
+
+/// What a cache API request does, judged by command rules as the Redis command it
+/// stands for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheOperation {
+    /// Reading an entry or a namespace's counters: `get`.
+    Read,
+    /// Storing an entry or taking a lease: `set`.
+    Write,
+    /// Removing an entry, or invalidating by tag or prefix: `del`.
+    Remove,
+}
+
+impl CacheOperation {
+    /// The Redis command whose rules apply.
+    pub fn command(self) -> &'static str {
+        match self {
+            CacheOperation::Read => "get",
+            CacheOperation::Write => "set",
+            CacheOperation::Remove => "del",
+        }
+    }
+}
+
+/// Whether a token's command rules admit a cache operation: `allow = ["@read"]`
+/// admits reads only, `deny = ["@write"]` refuses writes and removals.
+pub fn check_cache(
+    scope: &Scope,
+    operation: CacheOperation,
+    table: Option<&CommandTable>,
+) -> Result<(), Denied> {
+    check_rules(scope, operation.command(), table)
+}
+
 /// What a Server-Sent Events endpoint streams.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stream<'a> {
@@ -609,22 +667,7 @@ pub fn check_stream(
         Stream::ShardChannel(_) => "ssubscribe",
         Stream::Monitor => "monitor",
     };
-    if !scope.commands.is_empty() {
-        let Some(table) = table else {
-            return Err(Denied {
-                reason: Reason::NotReady,
-                refusal: Refusal::NotReady,
-            });
-        };
-        if !rules_admit(&scope.commands, name, name, table.named(name)) {
-            return Err(Denied {
-                reason: Reason::CommandRule,
-                refusal: Refusal::NoPermission(format!(
-                    "NOPERM this token may not run the '{name}' command"
-                )),
-            });
-        }
-    }
+    check_rules(scope, name, table)?;
     match stream {
         Stream::Monitor if scope.mode != Mode::Admin => Err(no_permission(
             if scope.mode == Mode::ReadOnly {

@@ -647,7 +647,8 @@ async fn command_lists_allow_and_deny() {
             {"name": "narrow", "token": "narrow-token", "commands": {"allow": ["@read", "set"], "deny": ["keys"]}},
             {"name": "guarded", "token": "guarded-token", "mode": "admin", "commands": {"deny": ["@dangerous"]}},
             {"name": "quiet", "token": "quiet-token", "commands": {"deny": ["@pubsub"]}},
-            {"name": "listener", "token": "listener-token", "commands": {"allow": ["@pubsub"]}}
+            {"name": "listener", "token": "listener-token", "commands": {"allow": ["@pubsub"]}},
+            {"name": "no-writes", "token": "no-writes-token", "commands": {"deny": ["@write"]}}
         ]})
         .to_string(),
     );
@@ -687,6 +688,61 @@ async fn command_lists_allow_and_deny() {
     }
     assert_eq!(open("listener-token", "/subscribe/c").await.status(), 200);
     assert_eq!(open("guarded-token", "/subscribe/c").await.status(), 200);
+
+    // The cache API: reading is `get`, storing and taking a lease `set`, removing
+    // and invalidating `del`.
+    use reqwest::Method;
+    let cache = |token: &'static str, method: Method, path: &'static str| {
+        gw.http
+            .request(method, gw.at(path))
+            .bearer_auth(token)
+            .body(if path.ends_with("invalidate") {
+                r#"{"prefix":""}"#
+            } else {
+                "v"
+            })
+            .send()
+    };
+    for (token, method, path, status) in [
+        ("narrow-token", Method::PUT, "/cache/ns/k?ttl=60", 200),
+        ("narrow-token", Method::GET, "/cache/ns/k", 200),
+        ("narrow-token", Method::GET, "/cache/ns", 200),
+        ("narrow-token", Method::GET, "/cache/ns/gone?lease=5", 404),
+        ("narrow-token", Method::DELETE, "/cache/ns/k", 403),
+        ("narrow-token", Method::POST, "/cache/ns/invalidate", 403),
+        ("no-writes-token", Method::GET, "/cache/ns/k", 200),
+        ("no-writes-token", Method::GET, "/cache/ns", 200),
+        (
+            "no-writes-token",
+            Method::GET,
+            "/cache/ns/other?lease=5",
+            403,
+        ),
+        ("no-writes-token", Method::PUT, "/cache/ns/k?ttl=60", 403),
+        ("no-writes-token", Method::DELETE, "/cache/ns/k", 403),
+        ("no-writes-token", Method::POST, "/cache/ns/invalidate", 403),
+        ("listener-token", Method::GET, "/cache/ns/k", 403),
+        ("listener-token", Method::GET, "/cache/ns", 403),
+        ("listener-token", Method::PUT, "/cache/ns/k?ttl=60", 403),
+        (TOKEN, Method::DELETE, "/cache/ns/k", 200),
+    ] {
+        let response = cache(token, method.clone(), path)
+            .await
+            .expect("cache request");
+        assert_eq!(
+            response.status().as_u16(),
+            status,
+            "{token} {method} {path}"
+        );
+        if status == 403 {
+            let body: Value = response.json().await.expect("a JSON error");
+            let text = body["error"].as_str().unwrap_or_default();
+            assert!(
+                text.starts_with("NOPERM this token may not run the '"),
+                "{token} {method} {path}: {body}"
+            );
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------
