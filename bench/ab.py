@@ -2,6 +2,9 @@
 
     python3 bench/ab.py OLD_BINARY NEW_BINARY [--shape get_json] [--rounds 3]
                         [--duration 5] [--connections 50] [--env KEY=VALUE ...]
+                        [--old-env KEY=VALUE ...] [--new-env KEY=VALUE ...]
+
+The same binary twice with `--old-env`/`--new-env` compares two settings.
 
 Servers (Redis, restash) on CPU 1, wrk on CPU 0, TOKIO_WORKER_THREADS=2, a fresh
 restash process per run (1 s of warm-up load, not recorded). Prints, per run and as
@@ -74,8 +77,14 @@ def main():
     parser.add_argument("--duration", type=int, default=5)
     parser.add_argument("--connections", type=int, default=50)
     parser.add_argument("--env", action="append", default=[], help="KEY=VALUE for restash")
+    parser.add_argument("--old-env", action="append", default=[], help="KEY=VALUE, old only")
+    parser.add_argument("--new-env", action="append", default=[], help="KEY=VALUE, new only")
     args = parser.parse_args()
     env = dict(item.split("=", 1) for item in args.env)
+    envs = {
+        name: {**env, **dict(item.split("=", 1) for item in extra)}
+        for name, extra in (("old", args.old_env), ("new", args.new_env))
+    }
     with tempfile.TemporaryDirectory(prefix="restash-ab-") as workdir:
         redis = harness.start_redis("redis-server", SERVER_CPU, workdir)
         try:
@@ -85,7 +94,7 @@ def main():
                 order = ("old", "new") if rnd % 2 == 0 else ("new", "old")
                 for name in order:
                     binary = getattr(args, name)
-                    run = one_run(binary, redis, workdir, args, env)
+                    run = one_run(binary, redis, workdir, args, envs[name])
                     runs[name].append(run)
                     print(
                         f"round {rnd + 1} {name}: {run['rps']:,.0f} req/s "

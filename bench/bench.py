@@ -1,9 +1,9 @@
 """restash next to webdis and redis-benchmark, in one session (issue 7).
 
 Run it through `bench/run` (which installs the tools and builds restash).
-Servers (Redis, webdis, restash, and nginx answering a constant at the fixed
-rates) run on the server CPU, load generators on the
-load CPU. Every round restarts webdis and restash, measures memory idle and with
+Servers (Redis, webdis, restash, and two floors answering a constant: nginx, and
+hyper on tokio as restash uses them, `bench/floor.rs`) run on the server CPU, load
+generators on the load CPU. Every round restarts webdis and restash, measures memory idle and with
 many open connections, then runs every shape once, alternating which of webdis
 and restash goes first. The report takes min / median / max over rounds of every
 figure and of every ratio taken within a round.
@@ -44,6 +44,7 @@ def parse_args(argv):
     p.add_argument("--hold", type=int, help="idle connections for the memory figure (5000)")
     p.add_argument("--rates", default="5000,15000", help="fixed rates, requests/s")
     p.add_argument("--restash", required=True, help="restash release binary")
+    p.add_argument("--floor", help="bench/floor.rs release binary (hyper answering a constant)")
     p.add_argument("--results", required=True, help="folder for the result files")
     p.add_argument("--note", default="", help="free text stored with the results")
     args = p.parse_args(argv)
@@ -116,6 +117,7 @@ class Session:
         self.restash = None
         self.webdis = None
         self.nginx = None
+        self.hyper = None
         self.rb_estimate = {}
         self.cache = None
 
@@ -141,16 +143,19 @@ class Session:
         self.nginx = harness.start_nginx(
             shutil.which("nginx") or "/usr/sbin/nginx", SERVER_CPU, self.workdir,
             '{"result":"' + VALUE.decode() + '"}')
+        if self.args.floor:
+            self.hyper = harness.start_floor(self.args.floor, SERVER_CPU, self.workdir,
+                                             RESTASH_WORKERS)
         self.meta.setdefault("webdis_redis_connections", webdis_conns)
         self.meta.setdefault("restash_redis_connections", restash_conns)
         self.meta.setdefault("restash_threads", _count(harness.thread_names(self.restash.pid)))
         self.meta.setdefault("webdis_threads", _count(harness.thread_names(self.webdis.pid)))
 
     def stop_gateways(self):
-        for server in (self.restash, self.webdis, self.nginx):
+        for server in (self.restash, self.webdis, self.nginx, self.hyper):
             if server:
                 server.stop()
-        self.restash = self.webdis = self.nginx = None
+        self.restash = self.webdis = self.nginx = self.hyper = None
 
     def stop_all(self):
         self.stop_gateways()
@@ -200,7 +205,14 @@ class Session:
         servers = {"restash": self.restash, "webdis": self.webdis, "redis": self.redis}
         if self.nginx:
             servers["nginx"] = self.nginx
+        if self.hyper:
+            servers["hyper"] = self.hyper
         return servers
+
+    def floors(self):
+        """The servers that answer a constant: what the generator, the VM and (for
+        hyper) restash's HTTP stack cost without any gateway work."""
+        return [name for name in ("nginx", "hyper") if name in self.servers()]
 
     def measured(self, rnd, shape, target, fn, per=1):
         """Runs `fn`, with CPU deltas of every server and of the server CPU."""
@@ -242,9 +254,12 @@ class Session:
         return record
 
     def wrk(self, rnd, shape, target, script, connections=None, per=1):
-        port = self.restash.port if target.startswith("restash") else self.webdis.port
-        token = self.token if target.startswith("restash") else None
-        server = "restash" if target.startswith("restash") else "webdis"
+        """`target` is restash, webdis, or a floor (nginx, hyper: sent restash's
+        request, token and all, which they answer with their constant)."""
+        server = target if target in ("nginx", "hyper") else (
+            "restash" if target.startswith("restash") else "webdis")
+        port = self.servers()[server].port
+        token = self.token if server != "webdis" else None
         return self.measured(rnd, shape, server, lambda: loads.wrk(
             LOAD_CPU, script, port, connections or self.args.connections,
             self.args.duration, token=token, pipeline=per if per > 1 else None), per)
@@ -268,8 +283,8 @@ class Session:
             kw = dict(method="POST", body='["GET","bench:get"]',
                       headers=[f"Authorization: Bearer {self.token}",
                                "Content-Type: application/json"])
-        elif target == "nginx":
-            url = f"http://127.0.0.1:{self.nginx.port}/"
+        elif target in ("nginx", "hyper"):
+            url = f"http://127.0.0.1:{self.servers()[target].port}/"
             kw = {}
         else:
             url = f"http://127.0.0.1:{self.webdis.port}/GET/bench:get"
@@ -343,6 +358,8 @@ class Session:
                  lambda: self.wrk(rnd, shape, "webdis", webdis_script))
             if shape == "get_json":
                 self.redis_benchmark(rnd, "get_json", clients=args.connections, pipeline=1)
+                for floor in self.floors():
+                    self.wrk(rnd, "get_json", floor, restash_script)
         for n in (10, 100):
             self.wrk(rnd, f"pipeline{n}", "restash", "restash_pipeline.lua", per=n)
         self.redis_benchmark(rnd, "pipeline_p16", clients=args.connections, pipeline=16)
@@ -352,12 +369,15 @@ class Session:
                       self.wrk(rnd, "unloaded_path", "restash", "restash_get_path.lua", 1)),
              lambda: self.wrk(rnd, "unloaded", "webdis", "webdis_get.lua", 1))
         self.redis_benchmark(rnd, "unloaded", clients=1, pipeline=1)
+        for floor in self.floors():
+            self.wrk(rnd, "unloaded", floor, "restash_get_json.lua", 1)
 
         for rate in args.rates:
             pair(lambda: self.oha(rnd, f"rate{rate}", "restash", rate),
                  lambda: self.oha(rnd, f"rate{rate}", "webdis", rate))
-            # The floor: the same generator against a server that does almost nothing.
-            self.oha(rnd, f"rate{rate}", "nginx", rate)
+            # The floors: the same generator against servers that do almost nothing.
+            for floor in self.floors():
+                self.oha(rnd, f"rate{rate}", floor, rate)
 
         if self.cache:
             self.wrk(rnd, "cache_get", "restash", "restash_cache_get.lua")

@@ -212,6 +212,19 @@ def start_restash(binary, cpu, workdir, redis_port, token, worker_threads, extra
         time.sleep(0.1)
 
 
+def start_floor(binary, cpu, workdir, worker_threads):
+    """The HTTP stack's floor (`bench/floor.rs`): hyper on tokio with
+    `worker_threads` workers, answering every request with a fixed 113-byte JSON
+    body; no routing, middleware, authentication or Redis."""
+    port = free_port()
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "FLOOR_LISTEN": f"127.0.0.1:{port}",
+        "TOKIO_WORKER_THREADS": str(worker_threads),
+    }
+    return Server("hyper", [binary], port, cpu, workdir, env=env)
+
+
 def redis_command(port, *args):
     """Sends one command to Redis and returns its raw reply (enough for the
     bench's SET and CLIENT LIST; not a general RESP parser)."""

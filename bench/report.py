@@ -76,6 +76,24 @@ def ratio_definitions(rates):
         ("unloaded.restash_vs_webdis_p50", "unloaded p50, restash JSON / webdis",
          "×", lambda r, n: _div(g(r, n, "unloaded", "restash", "p50_us"),
                                 g(r, n, "unloaded", "webdis", "p50_us"))),
+        ("get_json.hyper_vs_webdis",
+         "GET: hyper answering a constant (restash's HTTP stack, no Redis) / webdis, req/s",
+         "×", lambda r, n: _div(g(r, n, "get_json", "hyper", "rps"),
+                                g(r, n, "get_json", "webdis", "rps"))),
+        ("get_json.restash_minus_hyper_cpu",
+         "CPU per GET: restash − hyper answering a constant (what restash adds to its stack)",
+         "µs", lambda r, n: _sub(g(r, n, "get_json", "restash", "cpu_us_per_req"),
+                                 g(r, n, "get_json", "hyper", "cpu_us_per_req"))),
+        ("get_json.hyper_minus_nginx_cpu",
+         "CPU per request: hyper answering a constant − nginx answering it",
+         "µs", lambda r, n: _sub(g(r, n, "get_json", "hyper", "cpu_us_per_req"),
+                                 g(r, n, "get_json", "nginx", "cpu_us_per_req"))),
+        ("unloaded.nginx_minus_redis_p50", "unloaded p50: nginx constant − redis-benchmark -c 1",
+         "µs", lambda r, n: _sub(g(r, n, "unloaded", "nginx", "p50_us"),
+                                 g(r, n, "unloaded", "redis", "p50_us"))),
+        ("unloaded.hyper_minus_redis_p50", "unloaded p50: hyper constant − redis-benchmark -c 1",
+         "µs", lambda r, n: _sub(g(r, n, "unloaded", "hyper", "p50_us"),
+                                 g(r, n, "unloaded", "redis", "p50_us"))),
         ("memory.held_restash_vs_webdis", "peak RSS with open connections, restash / webdis",
          "×", lambda r, n: _div(g(r, n, "memory", "restash", "held_hwm_mb"),
                                 g(r, n, "memory", "webdis", "held_hwm_mb"))),
@@ -89,6 +107,10 @@ def ratio_definitions(rates):
                     f"p99 at {rate} req/s, restash / nginx answering a constant (the floor)",
                     "×", lambda r, n, s=shape: _div(g(r, n, s, "restash", "p99_us"),
                                                      g(r, n, s, "nginx", "p99_us"))))
+        out.append((f"{shape}.restash_vs_hyper_p99",
+                    f"p99 at {rate} req/s, restash / hyper answering a constant",
+                    "×", lambda r, n, s=shape: _div(g(r, n, s, "restash", "p99_us"),
+                                                     g(r, n, s, "hyper", "p99_us"))))
     return out
 
 
@@ -276,20 +298,26 @@ def chart(results, path):
          [("unloaded", "restash", "restash POST / JSON"),
           ("unloaded_path", "restash", "restash GET /get/key"),
           ("unloaded", "webdis", "webdis GET /GET/key"),
-          ("unloaded", "redis", "redis-benchmark -c 1 (direct)")]),
+          ("unloaded", "redis", "redis-benchmark -c 1 (direct)"),
+          ("unloaded", "nginx", "nginx, a constant answer (floor)"),
+          ("unloaded", "hyper", "hyper, a constant answer (floor)")]),
         ("GET, 50 connections, closed loop",
          [("get_json", "restash", "restash POST / JSON"),
           ("get_path", "restash", "restash GET /get/key"),
           ("get_json", "webdis", "webdis GET /GET/key"),
-          ("get_json", "redis", "redis-benchmark -c 50 -P 1 (direct)")]),
+          ("get_json", "redis", "redis-benchmark -c 50 -P 1 (direct)"),
+          ("get_json", "nginx", "nginx, a constant answer (floor)"),
+          ("get_json", "hyper", "hyper, a constant answer (floor)")]),
     ]
     for rate in rates[:2]:
         panels.append((f"Fixed rate {rate:,} req/s (oha, latency-corrected)",
                        [(f"rate{rate}", "restash", "restash POST / JSON"),
                         (f"rate{rate}", "webdis", "webdis GET /GET/key"),
-                        (f"rate{rate}", "nginx", "nginx, a constant answer (floor)")]))
+                        (f"rate{rate}", "nginx", "nginx, a constant answer (floor)"),
+                        (f"rate{rate}", "hyper", "hyper, a constant answer (floor)")]))
     colors = {"restash POST / JSON": "tab:red", "restash GET /get/key": "tab:orange",
-              "webdis GET /GET/key": "tab:blue", "nginx, a constant answer (floor)": "tab:gray"}
+              "webdis GET /GET/key": "tab:blue", "nginx, a constant answer (floor)": "tab:gray",
+              "hyper, a constant answer (floor)": "tab:purple"}
     fig, axes = plt.subplots(2, 2, figsize=(13, 9))
     ticks = [50, 90, 99, 99.9, 99.99]
     x = lambda p: 1 / (1 - min(p, 99.999) / 100)
