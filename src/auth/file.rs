@@ -345,6 +345,10 @@ commands = { deny = ["KEYS"] }
             ("[[tokens]]\nname = \"a\"\ntoken = \"x\"\nbackend = \"nope\"\n", "unknown backend"),
             ("[[tokens]]\nname = \"a\"\ntoken = \"x\"\nmode = \"root\"\n", "mode"),
             ("[[tokens]]\nname = \"a\"\ntoken = \"x\"\nprefixes = [\"a*\"]\n", "glob"),
+            (
+                "[[tokens]]\nname = \"a\"\ntoken = \"x\"\nprefixes = [\"re\"]\n",
+                "overlaps 'restash:'",
+            ),
             ("[[tokens]]\nname = \"a\"\ntoken_sha256 = \"abc\"\n", "64 hex"),
             ("[backends.default]\nurl = \"redis://x\"\n", "cannot be redefined"),
             ("[[tokens]]\nname = \"a\"\ntoken = \"x\"\ncolour = \"red\"\n", "unknown field"),

@@ -207,6 +207,11 @@ const ACL_FOR_CLIENTS: &[&str] = &["acl|whoami", "acl|cat", "acl|genpass", "acl|
 /// a prefix only matches keys under it.
 const PATTERN_CHARS: &[u8] = b"*?[]\\";
 
+/// Where restash keeps its own keys (the cache API's entries, shared rate limits): no
+/// tenant's prefix may reach into it, or contain it, or a prefixed token could read
+/// every tenant's cache through `POST /`.
+pub const RESERVED_PREFIX: &[u8] = b"restash:";
+
 impl Scope {
     /// A scope over the whole keyspace with no rules (the static tokens).
     pub fn unrestricted(name: &str, mode: Mode) -> Scope {
@@ -217,12 +222,19 @@ impl Scope {
         }
     }
 
-    /// Checks that the scope can be enforced: prefixes are non-empty and free of glob
-    /// characters, rule entries are non-empty, the rate is positive.
+    /// Checks that the scope can be enforced: prefixes are non-empty, free of glob
+    /// characters and apart from [`RESERVED_PREFIX`], rule entries are non-empty, the
+    /// rate is positive.
     pub fn validate(&self) -> Result<(), String> {
         for prefix in &self.prefixes {
             if prefix.is_empty() {
                 return Err("a prefix may not be empty".into());
+            }
+            if prefix.starts_with(RESERVED_PREFIX) || RESERVED_PREFIX.starts_with(prefix) {
+                return Err(format!(
+                    "prefix {:?} overlaps 'restash:', where restash keeps the cache and shared rate limits",
+                    String::from_utf8_lossy(prefix)
+                ));
             }
             if prefix.iter().any(|b| PATTERN_CHARS.contains(b)) {
                 return Err(format!(
@@ -1070,6 +1082,11 @@ mod tests {
         assert!(tenant(&["a*"]).validate().is_err());
         assert!(tenant(&[""]).validate().is_err());
         assert!(tenant(&["a:"]).validate().is_ok());
+        // restash's own keys are nobody's: neither under a prefix nor above one.
+        for reserved in ["restash:", "restash:cache:", "restash", "r"] {
+            assert!(tenant(&[reserved]).validate().is_err(), "{reserved}");
+        }
+        assert!(tenant(&["restashed:"]).validate().is_ok());
         assert_eq!(Mode::parse("read-only"), Some(Mode::ReadOnly));
         assert_eq!(Mode::parse("root"), None);
     }

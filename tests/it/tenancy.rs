@@ -703,43 +703,81 @@ async fn command_lists_allow_and_deny() {
             })
             .send()
     };
-    for (token, method, path, status) in [
-        ("narrow-token", Method::PUT, "/cache/ns/k?ttl=60", 200),
-        ("narrow-token", Method::GET, "/cache/ns/k", 200),
-        ("narrow-token", Method::GET, "/cache/ns", 200),
-        ("narrow-token", Method::GET, "/cache/ns/gone?lease=5", 404),
-        ("narrow-token", Method::DELETE, "/cache/ns/k", 403),
-        ("narrow-token", Method::POST, "/cache/ns/invalidate", 403),
-        ("no-writes-token", Method::GET, "/cache/ns/k", 200),
-        ("no-writes-token", Method::GET, "/cache/ns", 200),
+    // (token, method, path, status, the command a 403 names)
+    for (token, method, path, status, refused) in [
+        ("narrow-token", Method::PUT, "/cache/ns/k?ttl=60", 200, ""),
+        ("narrow-token", Method::GET, "/cache/ns/k", 200, ""),
+        ("narrow-token", Method::HEAD, "/cache/ns/k", 200, ""),
+        ("narrow-token", Method::GET, "/cache/ns", 200, ""),
+        // A miss that grants a lease (checked below).
+        (
+            "narrow-token",
+            Method::GET,
+            "/cache/ns/gone?lease=5",
+            404,
+            "",
+        ),
+        ("narrow-token", Method::DELETE, "/cache/ns/k", 403, "del"),
+        (
+            "narrow-token",
+            Method::POST,
+            "/cache/ns/invalidate",
+            403,
+            "del",
+        ),
+        ("no-writes-token", Method::GET, "/cache/ns/k", 200, ""),
+        ("no-writes-token", Method::GET, "/cache/ns", 200, ""),
         (
             "no-writes-token",
             Method::GET,
             "/cache/ns/other?lease=5",
             403,
+            "set",
         ),
-        ("no-writes-token", Method::PUT, "/cache/ns/k?ttl=60", 403),
-        ("no-writes-token", Method::DELETE, "/cache/ns/k", 403),
-        ("no-writes-token", Method::POST, "/cache/ns/invalidate", 403),
-        ("listener-token", Method::GET, "/cache/ns/k", 403),
-        ("listener-token", Method::GET, "/cache/ns", 403),
-        ("listener-token", Method::PUT, "/cache/ns/k?ttl=60", 403),
-        (TOKEN, Method::DELETE, "/cache/ns/k", 200),
+        (
+            "no-writes-token",
+            Method::PUT,
+            "/cache/ns/k?ttl=60",
+            403,
+            "set",
+        ),
+        ("no-writes-token", Method::DELETE, "/cache/ns/k", 403, "del"),
+        (
+            "no-writes-token",
+            Method::POST,
+            "/cache/ns/invalidate",
+            403,
+            "del",
+        ),
+        ("listener-token", Method::GET, "/cache/ns/k", 403, "get"),
+        ("listener-token", Method::HEAD, "/cache/ns/k", 403, ""),
+        ("listener-token", Method::GET, "/cache/ns", 403, "get"),
+        (
+            "listener-token",
+            Method::PUT,
+            "/cache/ns/k?ttl=60",
+            403,
+            "set",
+        ),
+        (TOKEN, Method::DELETE, "/cache/ns/k", 200, ""),
     ] {
         let response = cache(token, method.clone(), path)
             .await
             .expect("cache request");
-        assert_eq!(
-            response.status().as_u16(),
-            status,
-            "{token} {method} {path}"
-        );
-        if status == 403 {
-            let body: Value = response.json().await.expect("a JSON error");
-            let text = body["error"].as_str().unwrap_or_default();
+        let what = format!("{token} {method} {path}");
+        assert_eq!(response.status().as_u16(), status, "{what}");
+        if path.contains("lease=") && status == 404 {
             assert!(
-                text.starts_with("NOPERM this token may not run the '"),
-                "{token} {method} {path}: {body}"
+                response.headers().contains_key("x-cache-lease"),
+                "{what}: no lease"
+            );
+        }
+        if !refused.is_empty() {
+            let body: Value = response.json().await.expect("a JSON error");
+            assert_eq!(
+                body["error"],
+                format!("NOPERM this token may not run the '{refused}' command"),
+                "{what}"
             );
         }
     }
@@ -1089,6 +1127,17 @@ async fn jwts_are_verified_and_refused_with_401() {
                 Algorithm::HS256,
                 &hs,
                 &with(&|c| c["mode"] = "root".into()),
+                None,
+            ),
+            "WRONGPASS invalid or missing auth token",
+        ),
+        (
+            // A prefix over restash's own keys would open every tenant's cache.
+            "prefix over restash's keys",
+            sign(
+                Algorithm::HS256,
+                &hs,
+                &with(&|c| c["prefixes"] = json!(["restash:cache:"])),
                 None,
             ),
             "WRONGPASS invalid or missing auth token",
