@@ -14,6 +14,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use serde::Deserialize;
 
+use super::keys::MAX_KEY_LEN;
 use super::lease::{MAX_LEASE, MAX_WAIT};
 
 /// Longest TTL and stale window: one year.
@@ -150,6 +151,10 @@ pub fn parse_invalidation(body: &[u8]) -> Result<Invalidation, InputError> {
             }
             Ok(Invalidation::Tags(tags))
         }
+        // Every invalidation is kept in the namespace's log and read back by lease fills.
+        (None, Some(prefix)) if prefix.len() > MAX_KEY_LEN => Err(InputError(format!(
+            "ERR invalidation prefix longer than {MAX_KEY_LEN} bytes (the longest cache key)"
+        ))),
         (None, Some(prefix)) => Ok(Invalidation::Prefix(Bytes::from(prefix))),
         _ => Err(InputError(format!(
             "ERR invalid invalidation body: {SHAPE}, not both or neither"

@@ -44,6 +44,9 @@ pub enum CacheError {
     /// Redis answered something the cache did not write.
     #[error("ERR unexpected cache data in Redis: {0}")]
     Reply(&'static str),
+    /// restash is shutting down.
+    #[error("ERR restash is shutting down")]
+    Stopping,
 }
 
 /// The outcome of a read.
@@ -188,8 +191,48 @@ impl Cache {
         if integer(&stored) != Some(1) {
             return Ok(FillOutcome::LeaseLost);
         }
-        // Tag sets are written after the value: an invalidation that starts after this
-        // write answered always finds the key (see the module docs). One pipeline.
+        // The value is stored. If its tag sets or the second log check cannot be
+        // written or read, it is taken back: a stored value missing from a tag set
+        // would survive that tag's invalidations, and one not checked might predate one.
+        let undo = || {
+            self.bounded(eval(
+                backend,
+                &self.scripts.undo_fill,
+                vec![keys.value.clone()],
+                vec![write_id.clone().into()],
+            ))
+        };
+        let settled = self
+            .tag_and_recheck(backend, ns, key, lifetime, params, token)
+            .await;
+        match settled {
+            Ok(true) => Ok(FillOutcome::Stored),
+            Ok(false) => {
+                undo().await?;
+                Ok(FillOutcome::Invalidated)
+            }
+            Err(error) => {
+                if let Err(undo_error) = undo().await {
+                    tracing::warn!(%error, %undo_error, "a cache fill that failed half-way could not be taken back");
+                }
+                Err(error)
+            }
+        }
+    }
+
+    /// After a fill stored the value: adds the key to its tag sets (after the value, so
+    /// that an invalidation that starts after this write answered always finds the key;
+    /// see the module docs) and, for a lease fill, checks the log again. `false` when an
+    /// invalidation happened since the lease was granted.
+    async fn tag_and_recheck(
+        &self,
+        backend: &Backend,
+        ns: &Namespace,
+        key: &[u8],
+        lifetime: Duration,
+        params: &PutParams,
+        token: Option<&LeaseToken>,
+    ) -> Result<bool, CacheError> {
         let lifetime_ms = Bytes::from((lifetime.as_millis() + 1000).to_string());
         let calls = params
             .tags
@@ -205,22 +248,12 @@ impl Cache {
         {
             checked(frame)?;
         }
-        if let Some(token) = token {
-            if self
+        match token {
+            Some(token) => Ok(!self
                 .invalidated_since(backend, ns, token.seq(), key, &params.tags)
-                .await?
-            {
-                self.bounded(eval(
-                    backend,
-                    &self.scripts.undo_fill,
-                    vec![keys.value.clone()],
-                    vec![write_id.into()],
-                ))
-                .await?;
-                return Ok(FillOutcome::Invalidated);
-            }
+                .await?),
+            None => Ok(true),
         }
-        Ok(FillOutcome::Stored)
     }
 
     /// Deletes one entry and cancels its lease; returns whether a value existed.
@@ -270,9 +303,12 @@ impl Cache {
             Invalidation::Prefix(prefix) => {
                 let mut scan = KeyScan::new(keys::prefix_pattern(ns, prefix));
                 while let Some(batch) = scan.next_batch(backend).await? {
+                    // The pattern ends in `*` after the escaped prefix, but a `}` in the
+                    // prefix can still match a shorter key's own `}`: keep true matches only.
                     let mut entries: Vec<Bytes> = batch
                         .iter()
                         .filter_map(|redis_key| keys::key_of(ns, redis_key))
+                        .filter(|key| key.starts_with(prefix))
                         .collect();
                     entries.sort();
                     entries.dedup();
@@ -283,7 +319,11 @@ impl Cache {
         Ok(removed)
     }
 
-    /// Walks one tag set: removes each batch of members from the set, then their entries.
+    /// Walks one tag set: removes each batch of members' entries, then the members.
+    ///
+    /// Entries go first, so that an invalidation that fails half-way leaves the members
+    /// in the set and a retry finds them. A fill that stored one of them again between
+    /// the two steps keeps its place in the set ([`Cache::keep_refilled`]).
     async fn invalidate_tag(
         &self,
         backend: &Backend,
@@ -304,16 +344,52 @@ impl Cache {
             let frame = run(backend, command).await?;
             let (next, members) = scan_reply(frame).ok_or(CacheError::Reply("SSCAN"))?;
             if !members.is_empty() {
+                removed += self.remove_many(backend, ns, &members).await?;
                 let mut srem = vec![Bytes::from_static(b"SREM"), set.clone()];
                 srem.extend(members.iter().cloned());
                 run(backend, srem).await?;
-                removed += self.remove_many(backend, ns, &members).await?;
+                self.keep_refilled(backend, ns, &set, &members).await?;
             }
             if &next[..] == b"0" {
                 return Ok(removed);
             }
             cursor = next;
         }
+    }
+
+    /// Puts back into `set` the `members` whose entries exist again (stored while their
+    /// batch was being invalidated), for as long as the entry lives, as a fill does.
+    async fn keep_refilled(
+        &self,
+        backend: &Backend,
+        ns: &Namespace,
+        set: &Bytes,
+        members: &[Bytes],
+    ) -> Result<(), CacheError> {
+        let probes = members
+            .iter()
+            .map(|key| {
+                let value = EntryKeys::new(ns, key).value;
+                let target = Target::Slot(key_slot(&value));
+                (vec![Bytes::from_static(b"PTTL"), value], target)
+            })
+            .collect();
+        let lifetimes = backend.pipeline_on(probes).await?;
+        let calls: Vec<(Vec<Bytes>, Vec<Bytes>)> = members
+            .iter()
+            .zip(lifetimes)
+            .filter_map(|(key, lifetime)| {
+                let ms = integer(&checked(lifetime).ok()?)?;
+                (ms > 0).then(|| {
+                    let lifetime_ms = Bytes::from((ms + 1000).to_string());
+                    (vec![set.clone()], vec![lifetime_ms, key.clone()])
+                })
+            })
+            .collect();
+        for frame in eval_many(backend, &self.scripts.tag, calls).await? {
+            checked(frame)?;
+        }
+        Ok(())
     }
 
     /// Deletes entries (one single-slot script each, pipelined); returns how many existed.

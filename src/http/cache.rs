@@ -223,11 +223,23 @@ async fn put(
         content_type,
         etag: Bytes::from(etag.clone()),
     };
+    // A fill is several steps (store, tag, check the log, maybe undo). It runs in a task
+    // of its own, so that a client that goes away cannot leave it half done.
+    let fill = {
+        let (state, ns, key) = (state.clone(), ns.clone(), Bytes::copy_from_slice(key));
+        tokio::spawn(async move {
+            cache(&state)
+                .fill(state.backend(), &ns, &key, value, &params, token.as_ref())
+                .await
+        })
+    };
+    let outcome = match fill.await {
+        Ok(outcome) => outcome.map_err(unavailable)?,
+        // A panic stays a panic (the gate answers 500); otherwise restash is stopping.
+        Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
+        Err(_) => return Err(unavailable(CacheError::Stopping)),
+    };
     let cache = cache(state);
-    let outcome = cache
-        .fill(state.backend(), ns, key, value, &params, token.as_ref())
-        .await
-        .map_err(unavailable)?;
     let text = match outcome {
         FillOutcome::Stored => {
             cache.record(state.backend(), ns, Event::Fill);

@@ -637,6 +637,72 @@ async fn a_fill_after_delete_is_refused() {
     check_stale_set(&gw).await;
 }
 
+/// Lets restash's connections (the `default` user) read but not write the cache keys of
+/// `kinds` (`v` values, `l` leases, `t` tag sets); `None` gives every key back.
+fn deny_writes(redis: &RedisServer, kinds: Option<&[&str]>) {
+    let mut args = vec!["ACL", "SETUSER", "default", "resetkeys"];
+    let rules: Vec<String> = match kinds {
+        None => vec!["~*".into()],
+        Some(kinds) => ["v", "l", "t", "meta", "log", "stats"]
+            .iter()
+            .map(|kind| {
+                let access = if kinds.contains(kind) { "%R" } else { "" };
+                format!("{access}~restash:cache:{kind}:*")
+            })
+            .collect(),
+    };
+    args.extend(rules.iter().map(String::as_str));
+    assert_eq!(redis.cli(&args), "OK");
+}
+
+/// A tag invalidation that fails half-way (Redis refuses the deletes) leaves the tag's
+/// members in place, so a retry removes them; a fill whose tags cannot be written is
+/// taken back instead of staying untagged; a prefix with `}` removes only keys that
+/// start with it, and an over-long prefix is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalidations_and_fills_that_fail_half_way_leave_nothing_behind() {
+    let redis = RedisServer::start();
+    let gw = Gateway::start(&redis).await;
+    let c = Cache::new(&gw);
+
+    assert_eq!(c.put("k?ttl=3600&tags=t", "v").await.status, 200);
+    deny_writes(&redis, Some(&["v", "l"]));
+    let failed = c.invalidate(json!({"tags": ["t"]})).await;
+    assert_eq!(failed.status, 503, "{failed:?}");
+    assert!(failed.error().contains("NOPERM"), "{failed:?}");
+    deny_writes(&redis, None);
+    let retried = c.invalidate(json!({"tags": ["t"]})).await;
+    assert_eq!(
+        retried.json(),
+        json!({"removed": 1}),
+        "the retry found nothing"
+    );
+    assert_miss(&c.get("k").await, false);
+
+    // Tag sets refuse writes: the value the fill stored is taken back.
+    deny_writes(&redis, Some(&["t"]));
+    let untagged = c.put("u?ttl=3600&tags=t", "v").await;
+    assert_eq!(untagged.status, 503, "{untagged:?}");
+    deny_writes(&redis, None);
+    assert_miss(&c.get("u").await, false);
+
+    // `}` in a prefix: the scan pattern also matches key `a`'s own closing brace.
+    for key in ["a", "a}b"] {
+        assert_eq!(c.put(&format!("{key}?ttl=3600"), "v").await.status, 200);
+    }
+    let removed = c.invalidate(json!({"prefix": "a}"})).await;
+    assert_eq!(removed.json(), json!({"removed": 1}));
+    assert_eq!(c.get("a").await.x_cache(), Some("HIT"));
+    assert_miss(&c.get("a%7Db").await, false);
+
+    let long = c.invalidate(json!({"prefix": "p".repeat(1025)})).await;
+    assert_eq!(long.status, 400);
+    assert_eq!(
+        long.error(),
+        "ERR invalidation prefix longer than 1024 bytes (the longest cache key)"
+    );
+}
+
 /// Leases live in Redis: two restash instances sharing one Redis hand out one lease.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leases_hold_across_instances() {
