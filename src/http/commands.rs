@@ -170,7 +170,16 @@ impl Batch {
                 Ok(Prepared {
                     answer: Some(answer),
                     ..
-                }) => batch.slots.push(Slot::Answered(answer)),
+                }) => {
+                    // An error restash answers in Redis' place is a queue-time error:
+                    // Redis would discard the whole transaction, and so does restash.
+                    if let Some(text) = reply::error_text(&answer).filter(|_| all_or_nothing) {
+                        return Err(ApiError::Redis(format!(
+                            "EXECABORT Transaction discarded because of previous errors. First error: {text}"
+                        )));
+                    }
+                    batch.slots.push(Slot::Answered(answer))
+                }
                 Ok(prepared) => {
                     batch.to_send.push(prepared.args);
                     batch.slots.push(Slot::Sent(prepared.fix));

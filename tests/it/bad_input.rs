@@ -177,6 +177,16 @@ async fn bad_input_table() {
             error: Prefix("EXECABORT Transaction discarded because of previous errors."),
         },
         Case {
+            // restash answers this error itself (an unknown command with non-ASCII
+            // arguments); in a transaction that discards the whole of it, as Redis does.
+            name: "transaction with an error restash answers itself",
+            path: "/multi-exec",
+            body: r#"[["SET","k","v"],["NOSUCHCMD","é"]]"#.as_bytes().to_vec(),
+            token: Some(TOKEN),
+            status: 400,
+            error: Prefix("EXECABORT Transaction discarded because of previous errors. First error: ERR unknown command 'NOSUCHCMD'"),
+        },
+        Case {
             name: "transaction with a refused command",
             path: "/multi-exec",
             body: br#"[["SET","k","v"],["SELECT","2"]]"#.to_vec(),

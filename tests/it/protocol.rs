@@ -661,6 +661,21 @@ async fn upstash_extensions() {
         gw.post("/multi-exec", r#"[["UNLINK"]]"#).await,
         (200, json!([{"result": 0}]))
     );
+    // An error restash answers itself discards the transaction: the SET before it never runs.
+    let aborted = json!([["SET", format!("{p}tx"), "v"], ["NOSUCHCMD", "é"]]).to_string();
+    let (status, body) = gw.post("/multi-exec", aborted).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("EXECABORT"),
+        "{body}"
+    );
+    assert_eq!(
+        gw.command(json!(["GET", format!("{p}tx")])).await,
+        (200, json!({"result": null}))
+    );
     // ZRANGE … LIMIT by rank.
     gw.command(json!([
         "ZADD",
