@@ -96,17 +96,14 @@ async fn run_single(
     if let Some(text) = reply::error_text(&frame) {
         return Err(ApiError::Redis(text));
     }
-    if format.resp2 {
+    let response = if format.resp2 {
         let body = encoded(|body| reply::write_resp2(body, &frame));
-        return Ok(bytes_response(body, "application/octet-stream"));
-    }
-    let body = encoded(|body| reply::write_item(body, &frame, format.encoding));
-    Ok(with_sync_token(
-        bytes_response(body, "application/json"),
-        state,
-        &dispatch,
-        sync,
-    ))
+        bytes_response(body, "application/octet-stream")
+    } else {
+        let body = encoded(|body| reply::write_item(body, &frame, format.encoding));
+        bytes_response(body, "application/json")
+    };
+    Ok(with_sync_token(response, state, &dispatch, sync))
 }
 
 /// With replica reads on, answers the token that routes the caller's next reads:
@@ -249,11 +246,12 @@ pub async fn multi_exec(
     let state = state.for_caller(&caller)?;
     let table = state.command_table();
     let mut batch = Batch::prepare(commands, &caller, &state, table.as_deref(), true)?;
-    if batch.to_send.is_empty() {
-        return Ok(encode_list(&batch.answers(Vec::new()), format));
-    }
     let dispatch =
         Dispatch::new(state.backend(), table.as_deref()).with_sync_token(sync_text(&sync));
+    if batch.to_send.is_empty() {
+        let answers = encode_list(&batch.answers(Vec::new()), format);
+        return Ok(with_sync_token(answers, &state, &dispatch, sync));
+    }
     match dispatch
         .transaction(std::mem::take(&mut batch.to_send))
         .await?

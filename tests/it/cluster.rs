@@ -481,6 +481,19 @@ async fn replica_reads_keep_read_your_writes() {
         );
     }
     assert_eq!(get_calls_on_replicas(&cluster), replica_gets_before);
+
+    // A write answered in raw RESP2 hands out a write token too.
+    let raw = gw
+        .http
+        .post(gw.at("/"))
+        .bearer_auth(crate::harness::TOKEN)
+        .header("upstash-response-format", "resp2")
+        .body(json!(["SET", format!("{p}raw"), "v"]).to_string())
+        .send()
+        .await
+        .unwrap();
+    let token = raw.headers()["upstash-sync-token"].to_str().unwrap();
+    assert!(token.starts_with("restash-w"), "{token}");
 }
 
 /// Resharding: a hash slot moves to another primary while restash runs. The first
