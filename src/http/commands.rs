@@ -15,7 +15,10 @@ use crate::error::ApiError;
 use crate::policy::prepare::{prepare_with, BlockingMode};
 use crate::policy::{prepare, CommandTable, Prepared, ReplyFix};
 use crate::protocol::reply::{self, Frame};
-use crate::protocol::request::{parse_command_json, parse_path_command, parse_pipeline_json};
+use crate::protocol::request::{
+    parse_command_json, parse_path_command, parse_pipeline_items_json, parse_pipeline_json,
+    RequestError,
+};
 use crate::protocol::Command;
 
 /// `POST /` with a JSON array body.
@@ -50,7 +53,7 @@ pub async fn path_command(
 }
 
 /// Counts received commands by name for `/metrics`.
-fn count_commands(state: &AppState, commands: &[Command]) {
+fn count_commands<'a>(state: &AppState, commands: impl IntoIterator<Item = &'a Command>) {
     let table = state.command_table();
     for command in commands {
         if let Some(name) = command.args.first() {
@@ -146,10 +149,11 @@ struct Batch {
 }
 
 impl Batch {
-    /// Authorizes and prepares every command. A refusal becomes that item's error,
-    /// or, when `all_or_nothing` (transactions), the answer to the whole request.
+    /// Authorizes and prepares every command. An item that is not a command, or a
+    /// refusal, becomes that item's error, or, when `all_or_nothing` (transactions),
+    /// the answer to the whole request.
     fn prepare(
-        commands: Vec<Command>,
+        commands: Vec<Result<Command, RequestError>>,
         caller: &Principal,
         state: &AppState,
         table: Option<&CommandTable>,
@@ -160,6 +164,16 @@ impl Batch {
             to_send: Vec::with_capacity(commands.len()),
         };
         for command in commands {
+            let command = match command {
+                Ok(command) => command,
+                Err(error) if all_or_nothing => return Err(error.into()),
+                Err(error) => {
+                    batch
+                        .slots
+                        .push(Slot::Answered(reply::error(error.to_string())));
+                    continue;
+                }
+            };
             let prepared = caller
                 .authorize(command, table)
                 .and_then(|command| prepare(command, caller.access(), table, state.scripts()));
@@ -211,11 +225,13 @@ pub async fn pipeline(
     SyncToken(sync): SyncToken,
     RawBody(body): RawBody,
 ) -> Result<Response, ApiError> {
-    let commands = parse_pipeline_json(body)?;
-    count_commands(&state, &commands);
+    // Only a body that is no array of items fails as a whole: the JS SDK pipelines
+    // unrelated calls together, and a non-2xx answer would fail every one of them.
+    let items = parse_pipeline_items_json(body)?;
+    count_commands(&state, items.iter().flatten());
     let state = state.for_caller(&caller)?;
     let table = state.command_table();
-    let mut batch = Batch::prepare(commands, &caller, &state, table.as_deref(), false)?;
+    let mut batch = Batch::prepare(items, &caller, &state, table.as_deref(), false)?;
     let dispatch =
         Dispatch::new(state.backend(), table.as_deref()).with_sync_token(sync_text(&sync));
     let replies = dispatch.many(std::mem::take(&mut batch.to_send)).await?;
@@ -245,6 +261,7 @@ pub async fn multi_exec(
     count_commands(&state, &commands);
     let state = state.for_caller(&caller)?;
     let table = state.command_table();
+    let commands = commands.into_iter().map(Ok).collect();
     let mut batch = Batch::prepare(commands, &caller, &state, table.as_deref(), true)?;
     let dispatch =
         Dispatch::new(state.backend(), table.as_deref()).with_sync_token(sync_text(&sync));

@@ -31,18 +31,30 @@ pub fn command(bytes: &Bytes, body: &str) -> Result<Command, RequestError> {
     }
 }
 
-/// Parses `body` (UTF-8 text of `bytes`) as an array of command arrays.
+/// Parses `body` (UTF-8 text of `bytes`) as an array of command arrays; the first
+/// item that is not a command fails the whole body.
 pub fn pipeline(bytes: &Bytes, body: &str) -> Result<Vec<Command>, RequestError> {
+    pipeline_items(bytes, body)?.into_iter().collect()
+}
+
+/// Parses `body` (UTF-8 text of `bytes`) as an array of command arrays, each item on
+/// its own: an array that is not a command (a `null` argument, …) is that item's
+/// error. Malformed JSON, a body that is not an array of arrays and an empty array
+/// fail the whole body.
+pub fn pipeline_items(
+    bytes: &Bytes,
+    body: &str,
+) -> Result<Vec<Result<Command, RequestError>>, RequestError> {
     let problem = RefCell::new(None);
     let seed = PipelineSeed {
         body: bytes,
         problem: &problem,
     };
-    let commands = parse(body, seed)?;
+    let items = parse(body, seed)?;
     match problem.into_inner() {
         Some(error) => Err(error),
-        None if commands.is_empty() => Err(RequestError::EmptyPipeline),
-        None => Ok(commands),
+        None if items.is_empty() => Err(RequestError::EmptyPipeline),
+        None => Ok(items),
     }
 }
 
@@ -161,68 +173,82 @@ struct PipelineSeed<'a> {
     problem: &'a RefCell<Option<RequestError>>,
 }
 
-impl<'de> DeserializeSeed<'de> for PipelineSeed<'_> {
-    type Value = Vec<Command>;
+/// Each item of a pipeline: its command, or what made it not one.
+type Items = Vec<Result<Command, RequestError>>;
 
-    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Vec<Command>, D::Error> {
+impl<'de> DeserializeSeed<'de> for PipelineSeed<'_> {
+    type Value = Items;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Items, D::Error> {
         deserializer.deserialize_any(self)
     }
 }
 
 impl<'de> Visitor<'de> for PipelineSeed<'_> {
-    type Value = Vec<Command>;
+    type Value = Items;
 
     fn expecting(&self, formatter: &mut fmt::Formatter) -> fmt::Result {
         formatter.write_str("a JSON array of commands")
     }
 
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<Command>, A::Error> {
-        let mut commands = Vec::with_capacity(seq.size_hint().unwrap_or(16));
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Items, A::Error> {
+        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(16));
         loop {
+            let problem = RefCell::new(None);
             let seed = CommandSeed {
                 body: self.body,
-                problem: self.problem,
+                problem: &problem,
                 not_array: RequestError::NotAnArrayOfCommands,
             };
             match seq.next_element_seed(seed)? {
-                Some(command) => commands.push(command),
-                None => return Ok(commands),
+                // An item that is no array at all is a body of the wrong shape (often one
+                // command sent to /pipeline): the whole body's error.
+                Some(_)
+                    if matches!(*problem.borrow(), Some(RequestError::NotAnArrayOfCommands)) =>
+                {
+                    remember(self.problem, RequestError::NotAnArrayOfCommands);
+                }
+                Some(command) => items.push(match problem.into_inner() {
+                    Some(error) => Err(error),
+                    None => Ok(command),
+                }),
+                None => return Ok(items),
             }
         }
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Vec<Command>, A::Error> {
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Items, A::Error> {
         while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
         Ok(self.not_an_array())
     }
 
-    fn visit_bool<E>(self, _: bool) -> Result<Vec<Command>, E> {
+    fn visit_bool<E>(self, _: bool) -> Result<Items, E> {
         Ok(self.not_an_array())
     }
 
-    fn visit_i64<E>(self, _: i64) -> Result<Vec<Command>, E> {
+    fn visit_i64<E>(self, _: i64) -> Result<Items, E> {
         Ok(self.not_an_array())
     }
 
-    fn visit_u64<E>(self, _: u64) -> Result<Vec<Command>, E> {
+    fn visit_u64<E>(self, _: u64) -> Result<Items, E> {
         Ok(self.not_an_array())
     }
 
-    fn visit_f64<E>(self, _: f64) -> Result<Vec<Command>, E> {
+    fn visit_f64<E>(self, _: f64) -> Result<Items, E> {
         Ok(self.not_an_array())
     }
 
-    fn visit_str<E>(self, _: &str) -> Result<Vec<Command>, E> {
+    fn visit_str<E>(self, _: &str) -> Result<Items, E> {
         Ok(self.not_an_array())
     }
 
-    fn visit_unit<E>(self) -> Result<Vec<Command>, E> {
+    fn visit_unit<E>(self) -> Result<Items, E> {
         Ok(self.not_an_array())
     }
 }
 
 impl PipelineSeed<'_> {
-    fn not_an_array(self) -> Vec<Command> {
+    fn not_an_array(self) -> Items {
         remember(self.problem, RequestError::NotAnArrayOfCommands);
         Vec::new()
     }

@@ -104,6 +104,15 @@ pub fn parse_pipeline_json(body: impl Into<Bytes>) -> Result<Vec<Command>, Reque
     super::json_body::pipeline(&body, body_text(&body)?)
 }
 
+/// Parses a `/pipeline` body item by item: an item that is not a command is that
+/// item's error; only a body that is not a JSON array of items fails as a whole.
+pub fn parse_pipeline_items_json(
+    body: impl Into<Bytes>,
+) -> Result<Vec<Result<Command, RequestError>>, RequestError> {
+    let body = body.into();
+    super::json_body::pipeline_items(&body, body_text(&body)?)
+}
+
 /// The body as text, refused when it is not UTF-8 or holds nothing but whitespace.
 fn body_text(body: &Bytes) -> Result<&str, RequestError> {
     let text = std::str::from_utf8(body)
@@ -355,13 +364,31 @@ mod tests {
             parse_pipeline_json(br#"[["GET","a"],5,["SET",null]]"#),
             Err(RequestError::NotAnArrayOfCommands)
         );
+        // A body of the wrong shape wins over an earlier item's bad argument…
         assert_eq!(
             parse_pipeline_json(br#"[["SET","k",[]],{"x":1}]"#),
+            Err(RequestError::NotAnArrayOfCommands)
+        );
+        // …which is otherwise the first item error, or, item by item, that item's.
+        assert_eq!(
+            parse_pipeline_json(br#"[["GET","a"],["SET","k",[]],["SET",null]]"#),
             Err(RequestError::BadArgument {
                 position: 3,
                 kind: "an array"
             })
         );
+        let items = parse_pipeline_items_json(&br#"[["GET","a"],["SET","k",[]],["SET",null]]"#[..])
+            .expect("an array of arrays");
+        assert_eq!(items.len(), 3);
+        assert!(items[0].is_ok());
+        assert_eq!(
+            items[1],
+            Err(RequestError::BadArgument {
+                position: 3,
+                kind: "an array"
+            })
+        );
+        assert!(items[2].is_err());
         assert!(matches!(
             parse_pipeline_json(br#"[["SET","k",[]],{"x":1]"#),
             Err(RequestError::MalformedJson(_))

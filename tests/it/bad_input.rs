@@ -153,8 +153,9 @@ async fn bad_input_table() {
             error: Prefix("ERR the request body must be a JSON array of commands"),
         },
         Case {
-            name: "pipeline with a null argument",
-            path: "/pipeline",
+            // (In /pipeline it is that item's error: protocol::upstash_extensions.)
+            name: "transaction with a null argument",
+            path: "/multi-exec",
             body: br#"[["GET","k"],["SET","k",null]]"#.to_vec(),
             token: Some(TOKEN),
             status: 400,

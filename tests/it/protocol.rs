@@ -661,6 +661,32 @@ async fn upstash_extensions() {
         gw.post("/multi-exec", r#"[["UNLINK"]]"#).await,
         (200, json!([{"result": 0}]))
     );
+    // In a pipeline, an item that is not a command is that item's error and the others
+    // run: the JS SDK pipelines unrelated calls, and a 400 would fail all of them.
+    let mixed = json!([
+        ["SET", format!("{p}pn"), "v"],
+        ["SET", format!("{p}pn2"), null],
+        [["nested"]],
+        ["GET", format!("{p}pn")]
+    ])
+    .to_string();
+    let (status, body) = gw.post("/pipeline", mixed).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body[0], json!({"result": "OK"}));
+    assert_eq!(
+        body[1],
+        json!({"error": "ERR argument 3 is null; arguments must be strings, numbers or booleans"})
+    );
+    assert!(
+        body[2]["error"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("ERR "),
+        "{body}"
+    );
+    assert_eq!(body[3], json!({"result": "v"}));
+    // A body that is no array of items still fails as a whole.
+    assert_eq!(gw.post("/pipeline", "[1, [\"GET\"").await.0, 400);
     // An error restash answers itself discards the transaction: the SET before it never runs.
     let aborted = json!([["SET", format!("{p}tx"), "v"], ["NOSUCHCMD", "é"]]).to_string();
     let (status, body) = gw.post("/multi-exec", aborted).await;
