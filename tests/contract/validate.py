@@ -7,6 +7,7 @@ Run by tests/it/contract.rs, which starts restash and passes:
                         body limit RESTASH_MAX_BODY_BYTES)
   RESTASH_DOWN_URL      a gateway whose Redis is down
   RESTASH_TOKEN, RESTASH_READONLY_TOKEN, REDIS_PORT, RESTASH_MAX_BODY_BYTES
+  RESTASH_LIMITED_TOKEN a JWT allowed one request per 100 s
 """
 
 import os
@@ -42,6 +43,7 @@ URL = os.environ["RESTASH_URL"]
 DOWN_URL = os.environ["RESTASH_DOWN_URL"]
 TOKEN = os.environ["RESTASH_TOKEN"]
 READONLY = os.environ["RESTASH_READONLY_TOKEN"]
+LIMITED = os.environ["RESTASH_LIMITED_TOKEN"]
 REDIS_PORT = os.environ["REDIS_PORT"]
 MAX_BODY = int(os.environ["RESTASH_MAX_BODY_BYTES"])
 P = f"contract:{uuid.uuid4().hex[:8]}:"
@@ -161,6 +163,10 @@ def failures():
     subprocess.run(["redis-cli", "-p", REDIS_PORT, "CLIENT", "PAUSE", "1200", "ALL"], check=True, capture_output=True)
     check("/", "post", send("POST", "/", json=["GET", P + "k"], headers=auth()), 504)
     time.sleep(1.3)
+    # A token over its rate limit: 429 with Retry-After.
+    send("POST", "/", json=["PING"], headers=auth(LIMITED))
+    check("/", "post", send("POST", "/", json=["PING"], headers=auth(LIMITED)), 429)
+    check("/pipeline", "post", send("POST", "/pipeline", json=[["PING"]], headers=auth(LIMITED)), 429)
     # A body that never finishes: 408.
     check("/", "post", raw_slow_body(URL, "/", auth()), 408)
 

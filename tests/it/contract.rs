@@ -215,14 +215,27 @@ async fn every_documented_answer_validates_against_the_spec() {
     config.command_timeout = Duration::from_millis(500);
     config.request_timeout = Duration::from_millis(1000);
     config.max_body_bytes = MAX_BODY_BYTES;
+    config.jwt_secret = Some("contract-secret".into());
     let gw = Gateway::start_with(config).await;
     let down =
         Gateway::start_with(test_config(&format!("redis://127.0.0.1:{}", free_port()))).await;
+    // One request per 100 s: its second request gets 429.
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+        + 600;
+    let limited = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &json!({"sub": "limited", "exp": exp, "rate": {"per_second": 0.01, "burst": 1}}),
+        &jsonwebtoken::EncodingKey::from_secret(b"contract-secret"),
+    )
+    .expect("sign");
     let env = [
         ("RESTASH_URL", gw.url.clone()),
         ("RESTASH_DOWN_URL", down.url.clone()),
         ("RESTASH_TOKEN", TOKEN.to_string()),
         ("RESTASH_READONLY_TOKEN", READONLY_TOKEN.to_string()),
+        ("RESTASH_LIMITED_TOKEN", limited),
         ("REDIS_PORT", redis.port.to_string()),
         ("RESTASH_MAX_BODY_BYTES", MAX_BODY_BYTES.to_string()),
     ];
