@@ -144,9 +144,12 @@ pub(super) fn argument_from_raw(
                 // Valid JSON without escapes: the bytes between the quotes are the string.
                 return Ok(body.slice_ref(inner));
             }
-            let s: std::borrow::Cow<'_, str> = serde_json::from_str(text)
-                .map_err(|e| RequestError::MalformedJson(e.to_string()))?;
-            Ok(Bytes::from(s.into_owned()))
+            // The body already parsed, so only a lone surrogate (`"\ud83d"`, text cut
+            // inside an emoji; JavaScript's JSON.stringify writes them) fails here: it
+            // becomes U+FFFD, as in Go's and JavaScript's own JSON decoders.
+            let s = serde_json::from_str::<std::borrow::Cow<'_, str>>(text)
+                .map_or_else(|_| decode_lossy(inner), std::borrow::Cow::into_owned);
+            Ok(Bytes::from(s))
         }
         // Numbers keep their literal text: no round trip through f64.
         Some(b'-' | b'0'..=b'9') => Ok(body.slice_ref(text.as_bytes())),
@@ -165,6 +168,52 @@ pub(super) fn argument_from_raw(
             kind: "an object",
         }),
     }
+}
+
+/// Decodes the inside of a JSON string whose escapes are well formed, turning each
+/// `\u` escape that is half of a surrogate pair without its other half into U+FFFD.
+fn decode_lossy(inner: &[u8]) -> String {
+    let mut out = String::with_capacity(inner.len());
+    let mut units: Vec<u16> = Vec::new();
+    let flush = |units: &mut Vec<u16>, out: &mut String| {
+        out.extend(char::decode_utf16(units.drain(..)).map(|c| c.unwrap_or('\u{FFFD}')));
+    };
+    let mut i = 0;
+    while i < inner.len() {
+        if inner[i] == b'\\' && inner.get(i + 1) == Some(&b'u') {
+            let hex = inner
+                .get(i + 2..i + 6)
+                .and_then(|h| std::str::from_utf8(h).ok());
+            if let Some(unit) = hex.and_then(|h| u16::from_str_radix(h, 16).ok()) {
+                units.push(unit);
+                i += 6;
+                continue;
+            }
+        }
+        flush(&mut units, &mut out);
+        if inner[i] == b'\\' {
+            let escaped = inner.get(i + 1).copied().unwrap_or(b'\\');
+            out.push(match escaped {
+                b'b' => '\u{8}',
+                b'f' => '\u{c}',
+                b'n' => '\n',
+                b'r' => '\r',
+                b't' => '\t',
+                other => char::from(other),
+            });
+            i += 2;
+        } else {
+            // Plain text: copy up to the next escape (the body is UTF-8).
+            let end = inner[i..]
+                .iter()
+                .position(|&b| b == b'\\')
+                .map_or(inner.len(), |n| i + n);
+            out.push_str(&String::from_utf8_lossy(&inner[i..end]));
+            i = end;
+        }
+    }
+    flush(&mut units, &mut out);
+    out
 }
 
 /// Parses a path-style command.
@@ -231,6 +280,14 @@ mod tests {
             .iter()
             .map(|a| String::from_utf8_lossy(a).into_owned())
             .collect()
+    }
+
+    #[test]
+    fn lone_surrogates_become_replacement_characters() {
+        let cmd =
+            parse_command_json(&br#"["SET","k","a\ud83d b\ude00\n\ud83d\ude00\"\u00e9"]"#[..])
+                .expect("a lone surrogate is no error");
+        assert_eq!(strings(&cmd)[2], "a\u{FFFD} b\u{FFFD}\n\u{1F600}\"\u{e9}");
     }
 
     #[test]

@@ -661,6 +661,13 @@ async fn upstash_extensions() {
         gw.post("/multi-exec", r#"[["UNLINK"]]"#).await,
         (200, json!([{"result": 0}]))
     );
+    // A lone surrogate (text cut inside an emoji, as JSON.stringify writes it) is U+FFFD.
+    let cut = format!(r#"["SET","{p}cut","a\ud83d"]"#);
+    assert_eq!(gw.post("/", cut).await, (200, json!({"result": "OK"})));
+    assert_eq!(
+        gw.command(json!(["GET", format!("{p}cut")])).await,
+        (200, json!({"result": "a\u{FFFD}"}))
+    );
     // In a pipeline, an item that is not a command is that item's error and the others
     // run: the JS SDK pipelines unrelated calls, and a 400 would fail all of them.
     let mixed = json!([
