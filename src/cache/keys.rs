@@ -91,8 +91,14 @@ fn per_namespace(kind: &str, ns: &Namespace) -> Bytes {
     Bytes::from(format!("{PREFIX}{kind}:{{{}}}", ns.0))
 }
 
-/// The set of keys stored with `tag`.
+/// The keys stored with `tag`: a sorted set scored by when each entry's tag ends.
 pub fn tag_set_key(ns: &Namespace, tag: &str) -> Bytes {
+    tagged(b"tz", ns, tag.as_bytes())
+}
+
+/// The plain set that held a tag's keys before tag sets were sorted sets (never pruned);
+/// invalidations still walk it until it expires with its longest entry.
+pub fn legacy_tag_set_key(ns: &Namespace, tag: &str) -> Bytes {
     tagged(b"t", ns, tag.as_bytes())
 }
 
@@ -175,7 +181,11 @@ mod tests {
         let k = EntryKeys::new(&ns("n"), b"user/1");
         assert_eq!(&k.value[..], b"restash:cache:v:{n:user/1}");
         assert_eq!(&k.lease[..], b"restash:cache:l:{n:user/1}");
-        assert_eq!(&tag_set_key(&ns("n"), "a")[..], b"restash:cache:t:{n:a}");
+        assert_eq!(&tag_set_key(&ns("n"), "a")[..], b"restash:cache:tz:{n:a}");
+        assert_eq!(
+            &legacy_tag_set_key(&ns("n"), "a")[..],
+            b"restash:cache:t:{n:a}"
+        );
         assert_eq!(&stats_key(&ns("n"))[..], b"restash:cache:stats:{n}");
         assert_eq!(&meta_key(&ns("n"))[..], b"restash:cache:meta:{n}");
         assert_eq!(&log_key(&ns("n"))[..], b"restash:cache:log:{n}");

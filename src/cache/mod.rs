@@ -11,7 +11,11 @@
 //!                                f fresh until ms, s stale until ms, e ETag, w write id, t tags);
 //!                                expires at the end of its stale window
 //! restash:cache:l:{<ns>:<key>}   string: the lease token, PX = lease duration
-//! restash:cache:t:{<ns>:<tag>}   set: keys stored with that tag; expires with its longest entry
+//! restash:cache:tz:{<ns>:<tag>}  sorted set: keys stored with that tag, scored by when each
+//!                                entry ends (ms); every fill of the tag drops ended members;
+//!                                expires with its longest entry
+//! restash:cache:t:{<ns>:<tag>}   set: the same before tag sets were sorted (never pruned);
+//!                                no longer written, still walked by invalidations
 //! restash:cache:meta:{<ns>}      hash: seq (invalidation counter), cut (log truncated up to)
 //! restash:cache:log:{<ns>}       sorted set: recent invalidations (t:<tag>, p:<prefix>) by seq
 //! restash:cache:stats:{<ns>}     hash: event counters shared by every restash instance

@@ -91,11 +91,17 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 "#;
 
-/// KEYS: tag set. ARGV: lifetime ms, member. Adds the member and keeps the set alive at
-/// least as long as the entry.
+/// KEYS: tag set (sorted set). ARGV: lifetime ms, member. Adds the member, scored by
+/// when its entry's lifetime ends (a later score is kept), drops the members whose
+/// entries have ended, and keeps the set alive at least as long as the entry.
 const TAG: &str = r#"
-redis.call('SADD', KEYS[1], ARGV[2])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local want = tonumber(ARGV[1])
+local ends = now + want
+local old = redis.call('ZSCORE', KEYS[1], ARGV[2])
+if (not old) or tonumber(old) < ends then redis.call('ZADD', KEYS[1], ends, ARGV[2]) end
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 if redis.call('PTTL', KEYS[1]) < want then redis.call('PEXPIRE', KEYS[1], want) end
 return 1
 "#;

@@ -319,42 +319,53 @@ impl Cache {
         Ok(removed)
     }
 
-    /// Walks one tag set: removes each batch of members' entries, then the members.
+    /// Walks one tag's sorted set, then the plain set older versions kept: removes each
+    /// batch of members' entries, then the members.
     ///
     /// Entries go first, so that an invalidation that fails half-way leaves the members
     /// in the set and a retry finds them. A fill that stored one of them again between
-    /// the two steps keeps its place in the set ([`Cache::keep_refilled`]).
+    /// the two steps keeps its place in the sorted set ([`Cache::keep_refilled`]).
     async fn invalidate_tag(
         &self,
         backend: &Backend,
         ns: &Namespace,
         tag: &str,
     ) -> Result<u64, CacheError> {
-        let set = keys::tag_set_key(ns, tag);
-        let mut cursor = Bytes::from_static(b"0");
+        let sorted = keys::tag_set_key(ns, tag);
         let mut removed = 0;
-        loop {
-            let command = vec![
-                Bytes::from_static(b"SSCAN"),
-                set.clone(),
-                cursor,
-                Bytes::from_static(b"COUNT"),
-                Bytes::from(SCAN_BATCH.to_string()),
-            ];
-            let frame = run(backend, command).await?;
-            let (next, members) = scan_reply(frame).ok_or(CacheError::Reply("SSCAN"))?;
-            if !members.is_empty() {
-                removed += self.remove_many(backend, ns, &members).await?;
-                let mut srem = vec![Bytes::from_static(b"SREM"), set.clone()];
-                srem.extend(members.iter().cloned());
-                run(backend, srem).await?;
-                self.keep_refilled(backend, ns, &set, &members).await?;
+        for (set, scan, remove) in [
+            (&sorted, "ZSCAN", "ZREM"),
+            (&keys::legacy_tag_set_key(ns, tag), "SSCAN", "SREM"),
+        ] {
+            let mut cursor = Bytes::from_static(b"0");
+            loop {
+                let command = vec![
+                    Bytes::from(scan),
+                    set.clone(),
+                    cursor,
+                    Bytes::from_static(b"COUNT"),
+                    Bytes::from(SCAN_BATCH.to_string()),
+                ];
+                let frame = run(backend, command).await?;
+                let (next, mut members) = scan_reply(frame).ok_or(CacheError::Reply("SCAN"))?;
+                if scan == "ZSCAN" {
+                    // Members and their scores alternate.
+                    members = members.into_iter().step_by(2).collect();
+                }
+                if !members.is_empty() {
+                    removed += self.remove_many(backend, ns, &members).await?;
+                    let mut forget = vec![Bytes::from(remove), set.clone()];
+                    forget.extend(members.iter().cloned());
+                    run(backend, forget).await?;
+                    self.keep_refilled(backend, ns, &sorted, &members).await?;
+                }
+                if &next[..] == b"0" {
+                    break;
+                }
+                cursor = next;
             }
-            if &next[..] == b"0" {
-                return Ok(removed);
-            }
-            cursor = next;
         }
+        Ok(removed)
     }
 
     /// Puts back into `set` the `members` whose entries exist again (stored while their

@@ -703,6 +703,34 @@ async fn invalidations_and_fills_that_fail_half_way_leave_nothing_behind() {
     );
 }
 
+/// A tag's set drops entries that have ended (every fill of the tag prunes it), so tags
+/// on short-lived keys do not grow without bound; sets written by older versions (plain
+/// sets under `t:`) are still invalidated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tag_sets_forget_ended_entries_and_old_sets_still_invalidate() {
+    let redis = RedisServer::start();
+    let gw = Gateway::start(&redis).await;
+    let c = Cache::new(&gw);
+    for key in ["gone1", "gone2"] {
+        assert_eq!(c.put(&format!("{key}?ttl=1&tags=t"), "v").await.status, 200);
+    }
+    let set = format!("restash:cache:tz:{{{}:t}}", c.ns);
+    assert_eq!(redis.cli(&["ZCARD", &set]), "2");
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert_eq!(c.put("kept?ttl=60&tags=t", "v").await.status, 200);
+    assert_eq!(redis.cli(&["ZRANGE", &set, "0", "-1"]), "kept");
+
+    // A plain set as older versions wrote it.
+    assert_eq!(c.put("old?ttl=60", "v").await.status, 200);
+    let legacy = format!("restash:cache:t:{{{}:legacy}}", c.ns);
+    assert_eq!(redis.cli(&["SADD", &legacy, "old"]), "1");
+    let removed = c.invalidate(json!({"tags": ["legacy", "t"]})).await;
+    assert_eq!(removed.json(), json!({"removed": 2}));
+    assert_miss(&c.get("old").await, false);
+    assert_miss(&c.get("kept").await, false);
+    assert_eq!(redis.cli(&["EXISTS", &legacy]), "0");
+}
+
 /// Leases live in Redis: two restash instances sharing one Redis hand out one lease.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leases_hold_across_instances() {
