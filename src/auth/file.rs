@@ -237,6 +237,11 @@ impl TokenFile {
             if name.is_empty() {
                 return Err(FileError::Invalid("a token has an empty name".into()));
             }
+            // JWTs are named `jwt:<sub>`: a file token so named would share their rate
+            // limit (and their name in logs and metrics).
+            if name.starts_with("jwt:") {
+                return Err(invalid("names starting with 'jwt:' are JWTs' own".into()));
+            }
             if !names.insert(name.clone()) {
                 return Err(invalid("the name is used twice".into()));
             }
@@ -345,6 +350,7 @@ commands = { deny = ["KEYS"] }
             ("[[tokens]]\nname = \"a\"\ntoken = \"x\"\nbackend = \"nope\"\n", "unknown backend"),
             ("[[tokens]]\nname = \"a\"\ntoken = \"x\"\nmode = \"root\"\n", "mode"),
             ("[[tokens]]\nname = \"a\"\ntoken = \"x\"\nprefixes = [\"a*\"]\n", "glob"),
+            ("[[tokens]]\nname = \"jwt:ops\"\ntoken = \"x\"\n", "JWTs' own"),
             (
                 "[[tokens]]\nname = \"a\"\ntoken = \"x\"\nprefixes = [\"re\"]\n",
                 "overlaps 'restash:'",
