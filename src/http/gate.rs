@@ -227,7 +227,9 @@ impl Shared {
         F: FnOnce(axum::http::Request<B>) -> Fut,
         Fut: Future<Output = Response>,
     {
-        let never_shed = matches!(uri.path(), "/healthz" | "/metrics");
+        // Probes and metrics are never shed: a shed readiness probe would take a busy
+        // instance out of its load balancer and move its load onto the others.
+        let never_shed = matches!(uri.path(), "/healthz" | "/readyz" | "/metrics");
         let permit = if never_shed {
             None
         } else {

@@ -393,9 +393,15 @@ async fn overload_sheds_with_fast_json_503s() {
         slowest < Duration::from_millis(300),
         "shedding took {slowest:?}"
     );
-    // The liveness probe is never shed.
+    // The liveness probe is never shed. Nor is the readiness probe: shedding it would
+    // take a busy pod out of its Service and move its load onto the others. (It waits
+    // for Redis' pause like any command, then answers.)
     let (status, _) = gw.send(gw.http.get(gw.at("/healthz"))).await;
     assert_eq!(status, 200);
+    assert_eq!(
+        gw.send(gw.http.get(gw.at("/readyz"))).await,
+        (200, json!({"status": "ready"}))
+    );
 
     for task in held {
         let o = task.await.unwrap();
