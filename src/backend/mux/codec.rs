@@ -34,50 +34,76 @@ fn put_header(out: &mut impl BufMut, prefix: u8, len: usize) {
 }
 
 /// The length of the first complete reply in `buf`, `None` if more bytes are needed.
+pub fn reply_len(buf: &[u8]) -> Result<Option<usize>, ProtocolError> {
+    ReplyScan::default().next(buf)
+}
+
+/// Measures replies as their bytes arrive, resuming where the last look stopped: a
+/// reply of a million items that comes in over a hundred reads is walked once, not
+/// once per read.
 ///
 /// Iterative, so that replies nested any number of levels deep (a Lua script may
 /// return deeply nested tables) neither overflow the stack nor are refused.
-pub fn reply_len(buf: &[u8]) -> Result<Option<usize>, ProtocolError> {
-    // Items still expected by each enclosing array.
-    let mut open: Vec<i64> = Vec::new();
-    let mut at = 0;
-    loop {
-        let Some(header) = header_at(buf, at)? else {
-            return Ok(None);
-        };
-        at = match header {
-            Header::Line { end } | Header::NullBulk { end } => end,
-            Header::Bulk { start, len } => {
-                let end = start
-                    .checked_add(len)
-                    .and_then(|e| e.checked_add(2))
-                    .ok_or(ProtocolError("a length is too large"))?;
-                if buf.len() < end {
-                    return Ok(None);
-                }
-                // Out of step with Redis: better a lost connection than a wrong reply.
-                if &buf[end - 2..end] != b"\r\n" {
-                    return Err(ProtocolError("a bulk string does not end with CRLF"));
-                }
-                end
-            }
-            Header::Array { start, count } if count > 0 => {
-                open.push(count);
-                at = start;
-                continue;
-            }
-            Header::Array { start, .. } => start,
-        };
-        // One item finished: close every array it completes.
+#[derive(Debug, Default)]
+pub struct ReplyScan {
+    /// Items still expected by each enclosing array of the reply being measured.
+    open: Vec<i64>,
+    /// How far into that reply the complete items reach.
+    at: usize,
+}
+
+impl ReplyScan {
+    /// The length of the first complete reply in `buf`, which starts where the reply
+    /// of the previous look started; `None` if more bytes are needed (the next look
+    /// must see the same bytes, and more). After `Some`, the next look starts afresh.
+    pub fn next(&mut self, buf: &[u8]) -> Result<Option<usize>, ProtocolError> {
+        let found = self.walk(buf);
+        if !matches!(found, Ok(None)) {
+            *self = ReplyScan::default();
+        }
+        found
+    }
+
+    fn walk(&mut self, buf: &[u8]) -> Result<Option<usize>, ProtocolError> {
+        let (open, at) = (&mut self.open, &mut self.at);
         loop {
-            match open.last_mut() {
-                None => return Ok(Some(at)),
-                Some(left) => {
-                    *left -= 1;
-                    if *left > 0 {
-                        break;
+            let Some(header) = header_at(buf, *at)? else {
+                return Ok(None);
+            };
+            *at = match header {
+                Header::Line { end } | Header::NullBulk { end } => end,
+                Header::Bulk { start, len } => {
+                    let end = start
+                        .checked_add(len)
+                        .and_then(|e| e.checked_add(2))
+                        .ok_or(ProtocolError("a length is too large"))?;
+                    if buf.len() < end {
+                        return Ok(None);
                     }
-                    open.pop();
+                    // Out of step with Redis: better a lost connection than a wrong reply.
+                    if &buf[end - 2..end] != b"\r\n" {
+                        return Err(ProtocolError("a bulk string does not end with CRLF"));
+                    }
+                    end
+                }
+                Header::Array { start, count } if count > 0 => {
+                    open.push(count);
+                    *at = start;
+                    continue;
+                }
+                Header::Array { start, .. } => start,
+            };
+            // One item finished: close every array it completes.
+            loop {
+                match open.last_mut() {
+                    None => return Ok(Some(*at)),
+                    Some(left) => {
+                        *left -= 1;
+                        if *left > 0 {
+                            break;
+                        }
+                        open.pop();
+                    }
                 }
             }
         }
@@ -228,6 +254,51 @@ mod tests {
         }
         assert!(buf.is_empty(), "left over: {buf:?}");
         frames
+    }
+
+    /// Fed a few bytes at a time, as reads deliver them, a scan finds the same reply
+    /// ends as one look at the whole buffer, and walks each byte about once.
+    #[test]
+    fn a_scan_resumes_across_reads() {
+        let mut replies = Vec::new();
+        replies.extend_from_slice(b"*3\r\n$1\r\na\r\n*2\r\n:1\r\n$-1\r\n+OK\r\n");
+        replies.extend_from_slice(b"-ERR x\r\n$5\r\nhello\r\n");
+        let whole: Vec<usize> = {
+            let (mut at, mut ends) = (0, Vec::new());
+            while let Some(len) = reply_len(&replies[at..]).expect("valid") {
+                at += len;
+                ends.push(at);
+            }
+            ends
+        };
+        assert_eq!(whole.len(), 3);
+        for step in 1..=7 {
+            let (mut scan, mut start, mut ends) = (ReplyScan::default(), 0, Vec::new());
+            let mut seen = 0;
+            while seen < replies.len() {
+                seen = (seen + step).min(replies.len());
+                while let Some(len) = scan.next(&replies[start..seen]).expect("valid") {
+                    start += len;
+                    ends.push(start);
+                }
+            }
+            assert_eq!(ends, whole, "{step} bytes per read");
+        }
+        // A large array arriving in many reads: the scan keeps its place.
+        let mut big = b"*100000\r\n".to_vec();
+        for _ in 0..100_000 {
+            big.extend_from_slice(b":7\r\n");
+        }
+        let mut scan = ReplyScan::default();
+        for end in (4096..big.len()).step_by(4096) {
+            assert_eq!(scan.next(&big[..end]), Ok(None));
+            assert!(
+                scan.at + 4 >= end,
+                "the scan fell behind: {} of {end}",
+                scan.at
+            );
+        }
+        assert_eq!(scan.next(&big), Ok(Some(big.len())));
     }
 
     #[test]

@@ -393,6 +393,8 @@ impl<'a> Connection<'a> {
         let mut buf = BytesMut::with_capacity(READ_CHUNK);
         // Where each complete reply of one read ends (kept across reads).
         let mut ends = Vec::new();
+        // How far the first incomplete reply has been measured (kept across reads).
+        let mut scan = codec::ReplyScan::default();
         loop {
             if buf.capacity() - buf.len() < READ_CHUNK / 4 {
                 buf.reserve(READ_CHUNK);
@@ -408,7 +410,7 @@ impl<'a> Connection<'a> {
             let mut total = 0;
             let mut broken = None;
             loop {
-                match codec::reply_len(&buf[total..]) {
+                match scan.next(&buf[total..]) {
                     Ok(Some(len)) => {
                         total += len;
                         ends.push(total);
