@@ -20,6 +20,22 @@ ensure_redis() {
   as_root systemctl disable --now redis-server >/dev/null 2>&1 || true
 }
 
+# Makes a Python virtual environment at $1 unless a working one (with pip) is there;
+# installs Debian's python3-venv first when python3 has no ensurepip.
+ensure_venv() {
+  if [ -x "$1/bin/pip" ]; then
+    return
+  fi
+  if ! python3 -c 'import ensurepip' >/dev/null 2>&1; then
+    echo "==> installing python3-venv from Debian's packages"
+    as_root apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq python3-venv >/dev/null
+  fi
+  # A half-made environment (an earlier failure) is made again.
+  rm -rf "$1"
+  python3 -m venv "$1"
+}
+
 # Prints a free TCP port on 127.0.0.1.
 free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
