@@ -202,11 +202,14 @@ fn push_keys(
             let count_arg = args.get(first + key_num_index)?;
             let count: i64 = std::str::from_utf8(count_arg).ok()?.parse().ok()?;
             let first_key = first + first_key;
-            (
-                first_key,
-                first_key as i64 + (count - 1) * *key_step as i64,
-                *key_step,
-            )
+            // A negative or huge count is no key list (Redis refuses the command):
+            // checked, so that `EVAL s -9223372036854775808` cannot overflow.
+            let span = count
+                .checked_sub(1)
+                .and_then(|n| n.checked_mul(*key_step as i64))
+                .and_then(|n| n.checked_add(first_key as i64))
+                .filter(|_| count >= 0)?;
+            (first_key, span, *key_step)
         }
         FindKeys::Unknown => return None,
     };
@@ -416,6 +419,17 @@ mod tests {
             ),
             Some(vec![])
         );
+        // Negative or huge counts are no key list (and overflow nothing).
+        for count in ["-1", "-9223372036854775808", "9223372036854775807"] {
+            assert_eq!(
+                key_positions(
+                    std::slice::from_ref(&eval),
+                    &args(&["EVAL", "s", count, "k"])
+                ),
+                None,
+                "{count}"
+            );
+        }
         assert_eq!(key_positions(&[eval], &args(&["EVAL", "s", "x"])), None);
     }
 

@@ -105,6 +105,10 @@ pub fn plan(args: &[Bytes], info: Option<&CommandInfo>, scan_script: &[u8]) -> P
     };
     let split = match name.as_str() {
         "mget" => Some(Split::Values),
+        // A key without its value: split, the complete pairs would be written before
+        // the last part failed. Whole, Redis refuses it: CROSSSLOT, or its arity error
+        // when every key shares a slot.
+        "mset" if args.len().is_multiple_of(2) => return Plan::AnyNode,
         "mset" => Some(Split::Pairs),
         "del" | "unlink" | "exists" | "touch" => Some(Split::Count),
         _ => None,
@@ -209,6 +213,19 @@ mod tests {
         assert_eq!(
             plan(&args(&["EVAL_RO", "S", "0", "0"]), None, b"S"),
             Plan::Scan { cursor_at: 3 }
+        );
+    }
+
+    #[test]
+    fn an_mset_missing_a_value_is_never_split() {
+        let mset = info("mset", -1, 2);
+        assert_eq!(
+            plan(&args(&["MSET", "foo", "1", "bar", "2"]), Some(&mset), b""),
+            Plan::Split(Split::Pairs)
+        );
+        assert_eq!(
+            plan(&args(&["MSET", "foo", "1", "bar"]), Some(&mset), b""),
+            Plan::AnyNode
         );
     }
 

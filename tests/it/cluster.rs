@@ -165,6 +165,23 @@ async fn multi_key_commands_split_or_refuse() {
         .await,
         (200, json!({"result": "OK"}))
     );
+    // A key without its value is refused whole (Redis says CROSSSLOT, as it would to
+    // any client of the cluster): nothing is written.
+    let (status, body) = gw
+        .command(json!(["MSET", k("odd1"), "1", k("odd2"), "2", k("odd3")]))
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("CROSSSLOT"),
+        "{body}"
+    );
+    assert_eq!(
+        gw.command(json!(["MGET", k("odd1"), k("odd2")])).await,
+        (200, json!({"result": [null, null]}))
+    );
     assert_eq!(
         gw.command(json!([
             "MGET",
