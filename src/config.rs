@@ -130,6 +130,9 @@ impl Config {
     /// Reads settings through `lookup` (the environment, or a map in tests).
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let get = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
+        // Secrets lose surrounding whitespace: a Kubernetes secret made with
+        // `--from-file` keeps the file's final newline, and no client sends it back.
+        let secret = |name: &str| get(name).map(|v| v.trim().to_string());
         let millis = |name: &'static str, default: u64| -> Result<Duration, ConfigError> {
             Ok(Duration::from_millis(number(name, get(name), default)?))
         };
@@ -147,8 +150,8 @@ impl Config {
         Ok(Config {
             listen: get("RESTASH_LISTEN").unwrap_or_else(|| DEFAULT_LISTEN.to_string()),
             redis_url: get("REDIS_URL").unwrap_or_else(|| DEFAULT_REDIS_URL.to_string()),
-            token: get("RESTASH_TOKEN"),
-            readonly_token: get("RESTASH_READONLY_TOKEN"),
+            token: secret("RESTASH_TOKEN"),
+            readonly_token: secret("RESTASH_READONLY_TOKEN"),
             command_timeout: millis("RESTASH_COMMAND_TIMEOUT_MS", 5_000)?,
             connect_timeout: millis("RESTASH_CONNECT_TIMEOUT_MS", 2_000)?,
             max_body_bytes: number(
@@ -204,13 +207,13 @@ impl Config {
                 get("RESTASH_BLOCKING_CONNECTIONS"),
                 64,
             )? as usize,
-            read_from_replicas: matches!(
-                get("RESTASH_READ_FROM_REPLICAS").as_deref(),
-                Some("true" | "1" | "yes")
-            ),
+            read_from_replicas: flag(
+                "RESTASH_READ_FROM_REPLICAS",
+                get("RESTASH_READ_FROM_REPLICAS"),
+            )?,
             redis_tls_ca_file: get("RESTASH_REDIS_TLS_CA_FILE").map(std::path::PathBuf::from),
             tokens_file: get("RESTASH_TOKENS_FILE").map(std::path::PathBuf::from),
-            jwt_secret: get("RESTASH_JWT_SECRET"),
+            jwt_secret: secret("RESTASH_JWT_SECRET"),
             jwt_keys: get("RESTASH_JWT_KEYS").map(std::path::PathBuf::from),
             jwt_issuer: get("RESTASH_JWT_ISSUER"),
             jwt_audience: get("RESTASH_JWT_AUDIENCE"),
@@ -280,21 +283,40 @@ fn flag(name: &'static str, value: Option<String>) -> Result<bool, ConfigError> 
     }
 }
 
-/// Replaces the password of `scheme://user:password@host` with `***`.
+/// Replaces the password of `scheme://user:password@host` with `***` (the last `@`
+/// before the query ends it, so a password holding a raw `@` is hidden whole), and
+/// the value of every query parameter whose name ends in `password` (fred's
+/// `sentinelPassword`).
 pub fn redact_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_string();
     };
-    match rest.split_once('@') {
-        Some((userinfo, host)) => {
-            let user = userinfo.split_once(':').map_or("", |(u, _)| u);
-            if userinfo.contains(':') {
-                format!("{scheme}://{user}:***@{host}")
-            } else {
-                format!("{scheme}://***@{host}")
-            }
-        }
-        None => url.to_string(),
+    let (address, query) = match rest.split_once('?') {
+        Some((address, query)) => (address, Some(query)),
+        None => (rest, None),
+    };
+    let address = match address.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _)) => format!("{user}:***@{host}"),
+            None => format!("***@{host}"),
+        },
+        None => address.to_string(),
+    };
+    let query = query.map(|query| {
+        query
+            .split('&')
+            .map(|pair| match pair.split_once('=') {
+                Some((name, _)) if name.to_ascii_lowercase().ends_with("password") => {
+                    format!("{name}=***")
+                }
+                _ => pair.to_string(),
+            })
+            .collect::<Vec<_>>()
+            .join("&")
+    });
+    match query {
+        Some(query) => format!("{scheme}://{address}?{query}"),
+        None => format!("{scheme}://{address}"),
     }
 }
 
@@ -334,6 +356,17 @@ mod tests {
         .unwrap();
         assert_eq!(c.listen, "0.0.0.0:80");
         assert_eq!(c.token, None);
+        // A secret's final newline (a Kubernetes secret from a file) is not part of it.
+        let trimmed = config(&[
+            ("RESTASH_TOKEN", "tok\n"),
+            ("RESTASH_JWT_SECRET", " s \r\n"),
+            ("RESTASH_READ_FROM_REPLICAS", "on"),
+        ])
+        .unwrap();
+        assert_eq!(trimmed.token.as_deref(), Some("tok"));
+        assert_eq!(trimmed.jwt_secret.as_deref(), Some("s"));
+        assert!(trimmed.read_from_replicas);
+        assert!(config(&[("RESTASH_READ_FROM_REPLICAS", "tru")]).is_err());
         assert_eq!(c.command_timeout, Duration::from_millis(250));
         assert_eq!(c.log_format, LogFormat::Json);
     }
@@ -398,5 +431,16 @@ mod tests {
         assert_eq!(redact_url("redis://:pw@h:1"), "redis://:***@h:1");
         assert_eq!(redact_url("rediss://u:pw@h:1/0"), "rediss://u:***@h:1/0");
         assert_eq!(redact_url("redis://h:1"), "redis://h:1");
+        assert_eq!(redact_url("redis://:p@ss@h:1"), "redis://:***@h:1");
+        assert_eq!(
+            redact_url(
+                "redis-sentinel://u:pw@h:26379/0?sentinelServiceName=m&sentinelPassword=s3cret"
+            ),
+            "redis-sentinel://u:***@h:26379/0?sentinelServiceName=m&sentinelPassword=***"
+        );
+        assert_eq!(
+            redact_url("redis://h:1/?node=h2:2"),
+            "redis://h:1/?node=h2:2"
+        );
     }
 }
