@@ -358,10 +358,13 @@ pub fn merge_replies(replies: Vec<Frame>, merge: Merge) -> Frame {
                 })
                 .collect(),
         ),
-        Merge::FirstNonNil => replies
-            .into_iter()
-            .find(|r| *r != Frame::Null)
-            .unwrap_or(Frame::Null),
+        Merge::AnyNonNil => {
+            let mut keys: Vec<Frame> = replies.into_iter().filter(|r| *r != Frame::Null).collect();
+            match keys.len() {
+                0 => Frame::Null,
+                n => keys.swap_remove(rand::random::<u32>() as usize % n),
+            }
+        }
         Merge::AllOk | Merge::First => replies.into_iter().next().unwrap_or_else(reply_ok),
         Merge::AnyExists => {
             let mut result: Option<Vec<Frame>> = None;

@@ -26,8 +26,9 @@ pub enum Merge {
     Sum,
     /// Arrays concatenated (`KEYS`).
     Concat,
-    /// The first non-nil answer (`RANDOMKEY`).
-    FirstNonNil,
+    /// One of the non-nil answers, chosen at random (`RANDOMKEY`: every shard's keys
+    /// can come up).
+    AnyNonNil,
     /// `OK` when every node answered `OK` (`FLUSHDB`, `SCRIPT FLUSH`).
     AllOk,
     /// The first node's answer, every node having succeeded (`SCRIPT LOAD`).
@@ -83,7 +84,7 @@ pub fn plan(args: &[Bytes], info: Option<&CommandInfo>, scan_script: &[u8]) -> P
     match (name.as_str(), sub.as_deref()) {
         ("dbsize", _) => return Plan::FanOut(Merge::Sum),
         ("keys", _) => return Plan::FanOut(Merge::Concat),
-        ("randomkey", _) => return Plan::FanOut(Merge::FirstNonNil),
+        ("randomkey", _) => return Plan::FanOut(Merge::AnyNonNil),
         ("flushdb" | "flushall", _) => return Plan::FanOut(Merge::AllOk),
         ("scan", _) => return Plan::Scan { cursor_at: 1 },
         ("eval_ro", _) if args.get(1).is_some_and(|s| s.as_ref() == scan_script) => {
@@ -94,6 +95,16 @@ pub fn plan(args: &[Bytes], info: Option<&CommandInfo>, scan_script: &[u8]) -> P
             return Plan::FanOut(Merge::AllOk)
         }
         ("script", Some("exists")) => return Plan::FanOut(Merge::AnyExists),
+        // They name a slot, not a key: only its owner knows its keys.
+        ("cluster", Some("countkeysinslot" | "getkeysinslot")) => {
+            if let Some(slot) = args
+                .get(2)
+                .and_then(|s| std::str::from_utf8(s).ok()?.parse::<u16>().ok())
+                .filter(|slot| *slot < 16384)
+            {
+                return Plan::Slot(slot);
+            }
+        }
         _ => {}
     }
     let Some(info) = info else {
@@ -214,6 +225,20 @@ mod tests {
             plan(&args(&["EVAL_RO", "S", "0", "0"]), None, b"S"),
             Plan::Scan { cursor_at: 3 }
         );
+    }
+
+    #[test]
+    fn slot_commands_go_to_the_slot_s_owner() {
+        for sub in ["COUNTKEYSINSLOT", "GETKEYSINSLOT"] {
+            assert_eq!(
+                plan(&args(&["CLUSTER", sub, "12182", "10"]), None, b""),
+                Plan::Slot(12182)
+            );
+            assert_eq!(
+                plan(&args(&["CLUSTER", sub, "16384"]), None, b""),
+                Plan::AnyNode
+            );
+        }
     }
 
     #[test]

@@ -115,9 +115,37 @@ async fn whole_database_commands_span_every_primary() {
         (400, json!({"error": "ERR invalid cursor"}))
     );
 
-    let (status, body) = gw.command(json!(["RANDOMKEY"])).await;
-    assert_eq!(status, 200);
-    assert!(body["result"].as_str().is_some());
+    // RANDOMKEY draws from every primary, not always from the same one.
+    let mut holders = HashSet::new();
+    for _ in 0..20 {
+        let (status, body) = gw.command(json!(["RANDOMKEY"])).await;
+        assert_eq!(status, 200);
+        let key = body["result"].as_str().expect("a key").to_string();
+        let holder = cluster
+            .nodes
+            .iter()
+            .position(|node| node.cli(&["EXISTS", &key]) == "1");
+        holders.insert(holder.expect("some primary holds it"));
+    }
+    assert!(holders.len() >= 2, "RANDOMKEY only drew from {holders:?}");
+    // CLUSTER COUNTKEYSINSLOT / GETKEYSINSLOT ask the slot's owner.
+    for i in 0..10 {
+        let key = format!("{p}k{i}");
+        let slot = restash::routing::key_slot(key.as_bytes()).to_string();
+        let (_, count) = gw
+            .command(json!(["CLUSTER", "COUNTKEYSINSLOT", slot]))
+            .await;
+        assert!(count["result"].as_i64().unwrap_or(0) >= 1, "{key}: {count}");
+        let (_, listed) = gw
+            .command(json!(["CLUSTER", "GETKEYSINSLOT", slot, 100]))
+            .await;
+        assert!(
+            listed["result"]
+                .as_array()
+                .is_some_and(|keys| keys.contains(&json!(key))),
+            "{key}: {listed}"
+        );
+    }
 
     // FLUSHDB empties every primary.
     assert_eq!(
