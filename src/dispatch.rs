@@ -24,14 +24,18 @@ pub const SYNC_TOKEN_PREFIX: &str = "restash-w";
 
 /// No write seen.
 const NO_SLOT: u32 = u32::MAX;
+/// Writes on more than one shard: every read goes to a primary (token `restash-w*`).
+const EVERY_SHARD: u32 = u32::MAX - 1;
 
 /// Runs commands on the deployment behind `backend`.
 pub struct Dispatch<'a> {
     backend: &'a Backend,
     table: Option<&'a CommandTable>,
-    /// Slot of the caller's last write, from the sync token it echoed.
-    last_write: Option<u16>,
-    /// Slot of the last write made through this dispatcher ([`NO_SLOT`]: none).
+    /// Where the caller wrote before, from the sync token it echoed: a slot,
+    /// [`EVERY_SHARD`] or [`NO_SLOT`].
+    last_write: u32,
+    /// Where this request wrote, on top of `last_write` once it writes: a slot (of the
+    /// one shard written), [`EVERY_SHARD`] or [`NO_SLOT`] (no write yet).
     wrote: AtomicU32,
 }
 
@@ -41,7 +45,7 @@ impl<'a> Dispatch<'a> {
         Dispatch {
             backend,
             table,
-            last_write: None,
+            last_write: NO_SLOT,
             wrote: AtomicU32::new(NO_SLOT),
         }
     }
@@ -49,9 +53,15 @@ impl<'a> Dispatch<'a> {
     /// Takes the caller's `upstash-sync-token`: with replica reads on, reads on the
     /// shard of the caller's last write go to its primary (read-your-writes).
     pub fn with_sync_token(mut self, token: Option<&str>) -> Self {
-        self.last_write = token
-            .and_then(|t| t.strip_prefix(SYNC_TOKEN_PREFIX))
-            .and_then(|slot| slot.parse().ok());
+        self.last_write = match token.and_then(|t| t.strip_prefix(SYNC_TOKEN_PREFIX)) {
+            Some("*") => EVERY_SHARD,
+            Some(slot) => slot
+                .parse::<u16>()
+                .ok()
+                .filter(|slot| *slot < 16384)
+                .map_or(NO_SLOT, u32::from),
+            None => NO_SLOT,
+        };
         self
     }
 
@@ -59,8 +69,27 @@ impl<'a> Dispatch<'a> {
     pub fn sync_token(&self) -> Option<String> {
         match self.wrote.load(Ordering::Relaxed) {
             NO_SLOT => None,
+            EVERY_SHARD => Some(format!("{SYNC_TOKEN_PREFIX}*")),
             slot => Some(format!("{SYNC_TOKEN_PREFIX}{slot}")),
         }
+    }
+
+    /// Remembers a write to `slot`, on top of the caller's earlier ones: writes on two
+    /// shards make every later read of the caller go to a primary.
+    fn remember_write(&self, slot: u16) {
+        let _ = self
+            .wrote
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |now| {
+                let before = if now == NO_SLOT { self.last_write } else { now };
+                Some(match before {
+                    NO_SLOT => u32::from(slot),
+                    EVERY_SHARD => EVERY_SHARD,
+                    other => match u16::try_from(other) {
+                        Ok(other) if self.backend.same_shard(other, slot) => u32::from(slot),
+                        _ => EVERY_SHARD,
+                    },
+                })
+            });
     }
 
     /// Where a single-slot command goes: replicas serve reads unless the caller
@@ -74,14 +103,16 @@ impl<'a> Dispatch<'a> {
             .and_then(|t| t.lookup_args(args))
             .is_some_and(|info| info.has_flag("readonly"));
         if !read_only {
-            self.wrote.store(u32::from(slot), Ordering::Relaxed);
+            self.remember_write(slot);
             return Target::Slot(slot);
         }
         let wrote = match self.wrote.load(Ordering::Relaxed) {
             NO_SLOT => self.last_write,
-            slot => u16::try_from(slot).ok(),
+            slot => slot,
         };
-        if wrote.is_some_and(|w| self.backend.same_shard(w, slot)) {
+        let on_primary = wrote == EVERY_SHARD
+            || u16::try_from(wrote).is_ok_and(|w| self.backend.same_shard(w, slot));
+        if on_primary {
             Target::Slot(slot)
         } else {
             Target::Replica(slot)
@@ -214,7 +245,7 @@ impl<'a> Dispatch<'a> {
         }
         if let Some(slot) = slot {
             // Transactions run on the primary; remember the write for read-your-writes.
-            self.wrote.store(u32::from(slot), Ordering::Relaxed);
+            self.remember_write(slot);
         }
         let target = slot.map_or(Target::AnyNode, Target::Slot);
         self.backend.transaction(commands, target).await

@@ -527,6 +527,49 @@ async fn replica_reads_keep_read_your_writes() {
     }
     assert_eq!(get_calls_on_replicas(&cluster), replica_gets_before);
 
+    // Writes on two shards (in one request, or one after the other with the token
+    // echoed) make the caller's reads go to primaries everywhere: `restash-w*`.
+    let (a, b) = (format!("{p}two{{a}}"), format!("{p}two{{b}}"));
+    assert_ne!(
+        cluster.owner_of(restash::routing::key_slot(a.as_bytes())),
+        cluster.owner_of(restash::routing::key_slot(b.as_bytes())),
+        "pick keys on two shards"
+    );
+    let post = |path: &'static str, token: Option<String>, body: Value| {
+        let mut request = gw
+            .http
+            .post(gw.at(path))
+            .bearer_auth(crate::harness::TOKEN)
+            .body(body.to_string());
+        if let Some(token) = token {
+            request = request.header("upstash-sync-token", token);
+        }
+        request.send()
+    };
+    let token = |response: &reqwest::Response| {
+        response.headers()["upstash-sync-token"]
+            .to_str()
+            .unwrap()
+            .to_string()
+    };
+    let both = post("/pipeline", None, json!([["SET", a, "1"], ["SET", b, "2"]]))
+        .await
+        .unwrap();
+    assert_eq!(token(&both), "restash-w*");
+    let first = post("/", None, json!(["SET", a, "3"])).await.unwrap();
+    let then = post("/", Some(token(&first)), json!(["SET", b, "4"]))
+        .await
+        .unwrap();
+    assert_eq!(token(&then), "restash-w*");
+    let replica_gets_before = get_calls_on_replicas(&cluster);
+    for key in [&a, &b] {
+        let read = post("/", Some(token(&then)), json!(["GET", key]))
+            .await
+            .unwrap();
+        assert_eq!(token(&read), "restash-w*");
+    }
+    assert_eq!(get_calls_on_replicas(&cluster), replica_gets_before);
+
     // A write answered in raw RESP2 hands out a write token too.
     let raw = gw
         .http
