@@ -147,6 +147,16 @@ impl Config {
                 })
             }
         };
+        let log_filter = get("RESTASH_LOG")
+            .or_else(|| get("RUST_LOG"))
+            .unwrap_or_else(|| "info".to_string());
+        if tracing_subscriber::EnvFilter::try_new(&log_filter).is_err() {
+            return Err(ConfigError::Invalid {
+                name: "RESTASH_LOG",
+                value: log_filter,
+                reason: "expected a log filter such as info, debug or restash=debug,info",
+            });
+        }
         Ok(Config {
             listen: get("RESTASH_LISTEN").unwrap_or_else(|| DEFAULT_LISTEN.to_string()),
             redis_url: get("REDIS_URL").unwrap_or_else(|| DEFAULT_REDIS_URL.to_string()),
@@ -177,9 +187,7 @@ impl Config {
             reconnect_max_delay: millis("RESTASH_RECONNECT_MAX_DELAY_MS", 1_000)?,
             shutdown_timeout: millis("RESTASH_SHUTDOWN_TIMEOUT_MS", 10_000)?,
             log_format,
-            log_filter: get("RESTASH_LOG")
-                .or_else(|| get("RUST_LOG"))
-                .unwrap_or_else(|| "info".to_string()),
+            log_filter,
             max_concurrency: number(
                 "RESTASH_MAX_CONCURRENCY",
                 get("RESTASH_MAX_CONCURRENCY"),
@@ -367,6 +375,8 @@ mod tests {
         assert_eq!(trimmed.jwt_secret.as_deref(), Some("s"));
         assert!(trimmed.read_from_replicas);
         assert!(config(&[("RESTASH_READ_FROM_REPLICAS", "tru")]).is_err());
+        let error = config(&[("RESTASH_LOG", "restash=loud")]).unwrap_err();
+        assert!(error.to_string().contains("RESTASH_LOG"), "{error}");
         assert_eq!(c.command_timeout, Duration::from_millis(250));
         assert_eq!(c.log_format, LogFormat::Json);
     }

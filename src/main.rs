@@ -9,8 +9,15 @@ use restash::config::Config;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    // An optional `.env` in the working directory; real environment variables win.
-    let _ = dotenvy::dotenv();
+    // An optional `.env` in the working directory (not in its parents); real
+    // environment variables win. A `.env` that cannot be read is an error, not a
+    // half-applied configuration.
+    if let Err(error) = dotenvy::from_path(".env") {
+        if !error.not_found() {
+            eprintln!("restash: cannot read .env: {error}");
+            return ExitCode::from(2);
+        }
+    }
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         None => {}

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::harness::RedisServer;
+use crate::harness::{OutputWithin, RedisServer};
 
 struct Binary {
     child: Child,
@@ -155,4 +155,39 @@ async fn sigterm_finishes_in_flight_requests() {
     let code = tokio::task::block_in_place(|| binary.wait_exit(Duration::from_secs(10)));
     assert_eq!(code, Some(0));
     assert_eq!(redis.cli(&["GET", "drain"]), "done");
+}
+
+/// Configuration mistakes stop the binary with status 2 and a line naming them: a
+/// `.env` that cannot be parsed (not half applied), and a log filter that is not one.
+#[test]
+fn bad_configuration_exits_with_its_reason() {
+    let dir = std::env::temp_dir().join(format!("restash-env-{:08x}", rand::random::<u32>()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    std::fs::write(
+        dir.join(".env"),
+        "RESTASH_LISTEN=127.0.0.1:0\nRESTASH_TOKEN=a b\"\n",
+    )
+    .expect("write .env");
+    let run = |dir: &std::path::Path, env: &[(&str, &str)]| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_restash"));
+        command
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .current_dir(dir);
+        for (name, value) in env {
+            command.env(name, value);
+        }
+        command.output_within(Duration::from_secs(10))
+    };
+    let output = run(&dir, &[]);
+    let stderr = String::from_utf8_lossy(&output.stderr).to_string();
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("cannot read .env"), "{stderr}");
+
+    std::fs::remove_file(dir.join(".env")).expect("remove .env");
+    let output = run(&dir, &[("RESTASH_LOG", "restash=loud")]);
+    let stderr = String::from_utf8_lossy(&output.stderr).to_string();
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("RESTASH_LOG"), "{stderr}");
+    let _ = std::fs::remove_dir_all(&dir);
 }
