@@ -293,12 +293,8 @@ fn first_key(args: &[Bytes]) -> Option<&Bytes> {
     let name = args.first()?.to_ascii_lowercase();
     match name.as_slice() {
         b"blmpop" | b"bzmpop" => args.get(3),
-        b"xread" | b"xreadgroup" => {
-            let at = args
-                .iter()
-                .position(|a| a.eq_ignore_ascii_case(b"streams"))?;
-            args.get(at + 1)
-        }
+        // Options walked as Redis walks them: a group named "streams" is no keyword.
+        b"xread" | b"xreadgroup" => args.get(crate::policy::prepare::streams_keyword(args)? + 1),
         _ => args.get(1),
     }
 }
@@ -345,5 +341,20 @@ mod tests {
             Some(Bytes::from("s"))
         );
         assert_eq!(key(&["XREAD", "BLOCK", "0"]), None);
+        // A group named "streams" is a name, not the keyword.
+        assert_eq!(
+            key(&[
+                "XREADGROUP",
+                "GROUP",
+                "streams",
+                "c",
+                "BLOCK",
+                "0",
+                "STREAMS",
+                "s",
+                ">"
+            ]),
+            Some(Bytes::from("s"))
+        );
     }
 }

@@ -543,18 +543,31 @@ fn remove_block_option(args: &mut Vec<Bytes>) {
 /// "streams" or "block" is read as a name.
 fn block_values(args: &[Bytes]) -> Vec<usize> {
     let mut values = Vec::new();
+    walk_stream_options(args, |value| values.push(value));
+    values
+}
+
+/// Where XREAD/XREADGROUP's `STREAMS` keyword is, its options walked as Redis walks
+/// them (a group or consumer named "streams" is a name): the first key follows it.
+pub fn streams_keyword(args: &[Bytes]) -> Option<usize> {
+    walk_stream_options(args, |_| {})
+}
+
+/// Walks XREAD/XREADGROUP's options up to `STREAMS`, handing `on_block` the index of
+/// each `BLOCK` value; returns the index of `STREAMS`.
+fn walk_stream_options(args: &[Bytes], mut on_block: impl FnMut(usize)) -> Option<usize> {
     let mut i = 1;
     while i < args.len() {
         let word = &args[i];
         let operands = if word.eq_ignore_ascii_case(b"streams") {
-            break;
+            return Some(i);
         } else if word.eq_ignore_ascii_case(b"group") {
             2
         } else if word.eq_ignore_ascii_case(b"count") {
             1
         } else if word.eq_ignore_ascii_case(b"block") {
             if i + 1 < args.len() {
-                values.push(i + 1);
+                on_block(i + 1);
             }
             1
         } else {
@@ -562,7 +575,7 @@ fn block_values(args: &[Bytes]) -> Vec<usize> {
         };
         i += 1 + operands;
     }
-    values
+    None
 }
 
 #[cfg(test)]
