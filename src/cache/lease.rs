@@ -79,14 +79,22 @@ pub fn prefix_record(prefix: &[u8]) -> Bytes {
 pub struct LogView {
     /// Records at or below this sequence number were dropped from the log.
     pub cut: u64,
+    /// The namespace's invalidation counter now.
+    pub seq: u64,
     /// Records (`t:<tag>`, `p:<prefix>`) of invalidations after `since`.
     pub records: Vec<Bytes>,
 }
 
 /// Whether a fill of `key` with `tags` under a lease taken at `since` must be refused:
-/// a matching invalidation happened after it, or the log no longer reaches back that far.
+/// a matching invalidation happened after it, or the log cannot tell: it no longer
+/// reaches back that far, the counter went back (the namespace's meta hash was evicted
+/// or flushed), or invalidations happened but their records are gone (the log was).
 pub fn invalidated_since(view: &LogView, since: u64, key: &[u8], tags: &[String]) -> bool {
-    if view.cut > since {
+    if view.cut > since || view.seq < since {
+        return true;
+    }
+    // Every invalidation records at least one member scored with its number.
+    if view.seq > since && view.records.is_empty() {
         return true;
     }
     view.records.iter().any(|record| {
@@ -130,8 +138,10 @@ mod tests {
     #[test]
     fn stale_fill_rule() {
         let tags = vec!["users".to_string()];
+        // Leases taken at 5; each record one invalidation after it.
         let view = |cut, records: &[&[u8]]| LogView {
             cut,
+            seq: 5 + records.len() as u64,
             records: records.iter().map(|r| Bytes::copy_from_slice(r)).collect(),
         };
         assert!(!invalidated_since(&view(0, &[]), 5, b"user/1", &tags));
@@ -153,6 +163,17 @@ mod tests {
         // The log was truncated past the lease: refuse to be safe.
         assert!(invalidated_since(&view(6, &[]), 5, b"k", &[]));
         assert!(!invalidated_since(&view(5, &[]), 5, b"k", &[]));
+        // The counter went back (meta evicted), or invalidations left no record (the
+        // log evicted): nothing can be told, so refuse.
+        let lost = |seq| LogView {
+            cut: 0,
+            seq,
+            records: Vec::new(),
+        };
+        assert!(invalidated_since(&lost(1), 5, b"k", &[]));
+        assert!(invalidated_since(&lost(7), 5, b"k", &[]));
+        assert!(!invalidated_since(&lost(5), 5, b"k", &[]));
+        assert!(!invalidated_since(&lost(0), 0, b"k", &[]));
         assert_eq!(&tag_record("a")[..], b"t:a");
         assert_eq!(&prefix_record(b"a")[..], b"p:a");
     }

@@ -34,7 +34,9 @@
 //! expired), or when the invalidation log shows a tag of the fill or a prefix of its key was
 //! invalidated after `seq` (checked before the write and again after it; a fill that loses that
 //! race is undone). So a value computed before an invalidation never outlives it, even though
-//! the tag sets and the entry live on different cluster slots.
+//! the tag sets and the entry live on different cluster slots. When the log cannot tell (the
+//! counter went back or the records of later invalidations are gone: evicted), the fill is
+//! refused too.
 
 pub mod entry;
 pub mod keys;

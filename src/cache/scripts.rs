@@ -120,10 +120,11 @@ end
 return seq
 "#;
 
-/// KEYS: meta, log. ARGV: since. Returns `{cut, {records after since…}}`.
+/// KEYS: meta, log. ARGV: since. Returns `{cut, seq, {records after since…}}`.
 const CHECK: &str = r#"
 local cut = redis.call('HGET', KEYS[1], 'cut') or '0'
-return {tonumber(cut), redis.call('ZRANGEBYSCORE', KEYS[2], '(' .. ARGV[1], '+inf')}
+local seq = redis.call('HGET', KEYS[1], 'seq') or '0'
+return {tonumber(cut), tonumber(seq), redis.call('ZRANGEBYSCORE', KEYS[2], '(' .. ARGV[1], '+inf')}
 "#;
 
 /// Every script of the cache.

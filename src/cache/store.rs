@@ -758,11 +758,13 @@ fn decode_log_view(frame: Frame) -> Option<LogView> {
     };
     let mut parts = data.into_iter();
     let cut = unsigned(&parts.next()?)?;
+    let seq = unsigned(&parts.next()?)?;
     let Frame::Array { data: records, .. } = parts.next()? else {
         return None;
     };
     Some(LogView {
         cut,
+        seq,
         records: records.iter().filter_map(bytes_of).collect(),
     })
 }
@@ -822,8 +824,9 @@ mod tests {
         let (cursor, items) = scan_reply(reply).unwrap();
         assert_eq!(&cursor[..], b"17");
         assert_eq!(items.len(), 2);
-        let view = decode_log_view(array(vec![num(3), array(vec![bulk("t:a")])])).unwrap();
+        let view = decode_log_view(array(vec![num(3), num(9), array(vec![bulk("t:a")])])).unwrap();
         assert_eq!(view.cut, 3);
+        assert_eq!(view.seq, 9);
         assert_eq!(&view.records[0][..], b"t:a");
     }
 

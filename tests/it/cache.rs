@@ -731,6 +731,43 @@ async fn tag_sets_forget_ended_entries_and_old_sets_still_invalidate() {
     assert_eq!(redis.cli(&["EXISTS", &legacy]), "0");
 }
 
+/// A cache under an `allkeys-*` eviction policy can lose a namespace's invalidation
+/// counter or log. A lease taken before that must not fill afterwards: the check can no
+/// longer tell whether an invalidation happened since.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_older_than_a_lost_invalidation_log_cannot_fill() {
+    let redis = RedisServer::start();
+    let gw = Gateway::start(&redis).await;
+    let c = Cache::new(&gw);
+    for _ in 0..2 {
+        assert_eq!(c.invalidate(json!({"tags": ["warm"]})).await.status, 200);
+    }
+    let token = c.get("k?lease=10").await.lease().expect("a lease");
+    // Evicted: the counter and the log are gone; the next invalidation counts from 1.
+    let meta = format!("restash:cache:meta:{{{}}}", c.ns);
+    let log = format!("restash:cache:log:{{{}}}", c.ns);
+    assert_eq!(redis.cli(&["DEL", &meta, &log]), "2");
+    assert_eq!(c.invalidate(json!({"tags": ["t"]})).await.status, 200);
+    let late = c.fill("k?ttl=60&tags=t", &token, "stale").await;
+    assert_eq!(late.status, 409, "{late:?}");
+    assert_miss(&c.get("k").await, false);
+
+    // The log alone lost: an invalidation happened after the lease, no record says which.
+    let token = c.get("k2?lease=10").await.lease().expect("a lease");
+    assert_eq!(c.invalidate(json!({"tags": ["other"]})).await.status, 200);
+    assert_eq!(redis.cli(&["DEL", &log]), "1");
+    assert_eq!(
+        c.fill("k2?ttl=60&tags=t", &token, "maybe").await.status,
+        409
+    );
+    // A lease taken now fills.
+    let token = c.get("k2?lease=10").await.lease().expect("a lease");
+    assert_eq!(
+        c.fill("k2?ttl=60&tags=t", &token, "fresh").await.status,
+        200
+    );
+}
+
 /// Leases live in Redis: two restash instances sharing one Redis hand out one lease.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leases_hold_across_instances() {
