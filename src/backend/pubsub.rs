@@ -55,6 +55,9 @@ pub struct PubSubSettings {
     pub command_timeout: Duration,
     /// Cap of the delay between reconnection attempts.
     pub reconnect_max_delay: Duration,
+    /// `RESTASH_REDIS_TLS_CA_FILE`: the CA that `rediss://` servers are checked
+    /// against, as for every other connection.
+    pub tls_ca_file: Option<std::path::PathBuf>,
 }
 
 impl PubSubSettings {
@@ -69,6 +72,7 @@ impl PubSubSettings {
             connect_timeout: config.connect_timeout,
             command_timeout: config.command_timeout,
             reconnect_max_delay: config.reconnect_max_delay,
+            tls_ca_file: config.redis_tls_ca_file.clone(),
         }
     }
 }
@@ -185,9 +189,12 @@ impl PubSubHub {
         settings: PubSubSettings,
         shutdown: CancellationToken,
     ) -> Result<PubSubHub, BackendError> {
-        let endpoint = Arc::new(
-            Endpoint::from_url(&settings.url).map_err(|e| BackendError::Config(e.to_string()))?,
-        );
+        let mut endpoint =
+            Endpoint::from_url(&settings.url).map_err(|e| BackendError::Config(e.to_string()))?;
+        if let Some(path) = &settings.tls_ca_file {
+            endpoint.trust(crate::backend::tls::config_with_ca_file(path)?.connector);
+        }
+        let endpoint = Arc::new(endpoint);
         let timing = Timing {
             connect: settings.connect_timeout,
             reconnect_max: settings.reconnect_max_delay,

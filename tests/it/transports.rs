@@ -170,6 +170,19 @@ async fn rediss_with_a_private_ca() {
             .await;
         assert_eq!(status, 200);
         assert_eq!(body, json!([{"result": value}, {"result": "PONG"}]));
+        // The Server-Sent Events connections trust the same CA.
+        let mut stream = crate::pubsub::Events::open(
+            gw.http
+                .get(gw.at("/subscribe/tls-news"))
+                .bearer_auth(crate::harness::TOKEN),
+        )
+        .await;
+        assert_eq!(stream.data().await, "subscribe,tls-news,1");
+        assert_eq!(
+            gw.command(json!(["PUBLISH", "tls-news", "hello"])).await,
+            (200, json!({"result": 1}))
+        );
+        assert_eq!(stream.data().await, "message,tls-news,hello");
     }
 
     // Without the CA, the server's certificate is not trusted: 503, never plain text.

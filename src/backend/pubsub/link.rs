@@ -95,6 +95,11 @@ impl Endpoint {
         })
     }
 
+    /// Uses TLS with `connector` (the operator's CA): `RESTASH_REDIS_TLS_CA_FILE`.
+    pub fn trust(&mut self, connector: TlsConnector) {
+        self.tls = Some(connector);
+    }
+
     /// The nodes `REDIS_URL` names when it is a cluster URL (`redis-cluster://`).
     pub fn cluster_seeds(&self) -> Option<&[Server]> {
         match &self.target {
@@ -113,6 +118,13 @@ impl Endpoint {
         }
     }
 }
+
+/// Probes after 30 s of silence, every 10 s, 3 times: a dead peer is found within a
+/// minute, and a load balancer's idle timer never runs out.
+const TCP_KEEPALIVE: socket2::TcpKeepalive = socket2::TcpKeepalive::new()
+    .with_time(Duration::from_secs(30))
+    .with_interval(Duration::from_secs(10))
+    .with_retries(3);
 
 trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
@@ -163,7 +175,14 @@ impl Link {
         // Naming is a courtesy for operators; an ACL may forbid it.
         link.request(&[b"CLIENT", b"SETNAME", name.as_bytes()])
             .await?;
-        Ok(link)
+        // A server that refuses the connection (max clients reached, protected mode)
+        // writes one error and closes: the link is usable only once PING answers.
+        match link.request(&[b"PING"]).await? {
+            Reply::Error(text) => Err(LinkError::Refused(
+                String::from_utf8_lossy(&text).into_owned(),
+            )),
+            _ => Ok(link),
+        }
     }
 
     async fn first_node(endpoint: &Endpoint, nodes: &[Server]) -> Result<Link, LinkError> {
@@ -191,9 +210,17 @@ impl Link {
                     continue;
                 }
             };
-            let reply = sentinel
+            // A sentinel that fails mid-request is skipped, like one that is down.
+            let reply = match sentinel
                 .request(&[b"SENTINEL", b"GET-MASTER-ADDR-BY-NAME", service.as_bytes()])
-                .await?;
+                .await
+            {
+                Ok(reply) => reply,
+                Err(error) => {
+                    last = error;
+                    continue;
+                }
+            };
             if let Reply::Array(Some(items)) = reply {
                 let text = |i: usize| {
                     items
@@ -213,6 +240,10 @@ impl Link {
     async fn tcp(endpoint: &Endpoint, server: &Server) -> Result<Link, LinkError> {
         let socket = tokio::net::TcpStream::connect((&*server.host, server.port)).await?;
         let _ = socket.set_nodelay(true);
+        // A subscriber mostly reads and may wait hours for a message: without keepalive
+        // probes a connection that died silently (a crashed host, a partition, a load
+        // balancer's idle timeout) would look subscribed forever.
+        let _ = socket2::SockRef::from(&socket).set_tcp_keepalive(&TCP_KEEPALIVE);
         let io: Box<dyn Io> = match &endpoint.tls {
             None => Box::new(socket),
             Some(TlsConnector::Rustls(connector)) => {
