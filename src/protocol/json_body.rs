@@ -4,8 +4,9 @@
 //! command's arguments as slices of the body (see [`super::request`] for the
 //! argument rules). A body that is valid JSON but not a command (`null` as an
 //! argument, an object instead of an array, …) is remembered as the first
-//! [`RequestError`] met in document order, and parsing carries on, so a syntax
-//! error anywhere in the body still wins, as it would with a parse-then-check.
+//! [`RequestError`] met in document order (for a pipeline's items, per item), and
+//! parsing carries on, so a syntax error anywhere in the body still wins, as it
+//! would with a parse-then-check.
 
 use std::cell::RefCell;
 use std::fmt;
