@@ -104,7 +104,12 @@ fn with_cors(router: Router, origins: &[String]) -> Router {
                 "upstash-encoding",
                 "upstash-response-format",
                 "upstash-sync-token",
+                // @upstash/redis sends its telemetry headers by default.
+                "upstash-telemetry-sdk",
+                "upstash-telemetry-platform",
+                "upstash-telemetry-runtime",
                 "x-cache-lease",
+                "x-request-id",
             ]))
             .collect::<Vec<_>>(),
         )

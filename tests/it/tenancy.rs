@@ -1771,9 +1771,10 @@ async fn cors_preflights_are_answered_and_the_sync_token_exposed() {
         .request(reqwest::Method::OPTIONS, gw.at("/get/k"))
         .header("Origin", "https://app.example")
         .header("Access-Control-Request-Method", "POST")
+        // What @upstash/redis sends from a browser, telemetry included.
         .header(
             "Access-Control-Request-Headers",
-            "authorization, content-type",
+            "authorization, content-type, upstash-telemetry-sdk, upstash-telemetry-platform, upstash-telemetry-runtime, upstash-sync-token",
         )
         .send()
         .await
@@ -1790,7 +1791,17 @@ async fn cors_preflights_are_answered_and_the_sync_token_exposed() {
         header(&preflight, "access-control-allow-origin"),
         "https://app.example"
     );
-    assert!(header(&preflight, "access-control-allow-headers").contains("authorization"));
+    let allowed = header(&preflight, "access-control-allow-headers");
+    for name in [
+        "authorization",
+        "content-type",
+        "upstash-telemetry-sdk",
+        "upstash-telemetry-platform",
+        "upstash-telemetry-runtime",
+        "upstash-sync-token",
+    ] {
+        assert!(allowed.contains(name), "{name} not in {allowed}");
+    }
     assert!(header(&preflight, "access-control-allow-methods").contains("post"));
     let answer = gw
         .http
