@@ -131,12 +131,24 @@ async fn serve_http1_and_2(
     mut stop: watch::Receiver<bool>,
     _open: watch::Receiver<()>,
 ) {
+    // Telling HTTP/1 from HTTP/2 waits for the first bytes with no timer of its own:
+    // a client that sends nothing is closed after the header timeout, as on HTTP/1.
+    let first_bytes = tokio::time::timeout(header_timeout, stream.peek(&mut [0u8; 1])).await;
+    if !matches!(first_bytes, Ok(Ok(n)) if n > 0) {
+        return;
+    }
     let mut builder = Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(header_timeout);
-    builder.http2().timer(TokioTimer::new());
+    // HTTP/2 connections have no header timeout: a peer that stops answering pings
+    // within the header timeout is gone.
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Some(header_timeout))
+        .keep_alive_timeout(header_timeout);
     let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
     tokio::pin!(connection);
     drive!(connection, stop);

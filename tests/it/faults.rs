@@ -414,6 +414,35 @@ async fn overload_sheds_with_fast_json_503s() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_clients_are_cut_off_with_http2_on_too() {
+    let redis = RedisServer::start();
+    let gw = Gateway::start_with(config_with(&redis, |c| {
+        c.header_timeout = Duration::from_millis(500);
+        c.http2 = true;
+    }))
+    .await;
+    let address = gw.url.trim_start_matches("http://").to_string();
+    let started = Instant::now();
+    let mut stream = tokio::net::TcpStream::connect(&address).await.unwrap();
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut answer)).await;
+    assert!(
+        read.is_ok(),
+        "a connection that sent nothing was never closed"
+    );
+    let cut = started.elapsed();
+    assert!(
+        cut >= Duration::from_millis(400) && cut < Duration::from_millis(1500),
+        "cut off after {cut:?}"
+    );
+    // A client that speaks still gets its answer.
+    assert_eq!(
+        gw.command(json!(["PING"])).await,
+        (200, json!({"result": "PONG"}))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_clients_are_cut_off() {
     let redis = RedisServer::start();
     let gw = Gateway::start_with(config_with(&redis, |c| {
