@@ -333,9 +333,11 @@ impl Cache {
     ) -> Result<u64, CacheError> {
         let sorted = keys::tag_set_key(ns, tag);
         let mut removed = 0;
-        for (set, scan, remove) in [
-            (&sorted, "ZSCAN", "ZREM"),
-            (&keys::legacy_tag_set_key(ns, tag), "SSCAN", "SREM"),
+        // (set, scan command, remove command, scan items per member: a sorted set's
+        // scan gives each member's score too).
+        for (set, scan, remove, stride) in [
+            (&sorted, "ZSCAN", "ZREM", 2),
+            (&keys::legacy_tag_set_key(ns, tag), "SSCAN", "SREM", 1),
         ] {
             let mut cursor = Bytes::from_static(b"0");
             loop {
@@ -347,11 +349,8 @@ impl Cache {
                     Bytes::from(SCAN_BATCH.to_string()),
                 ];
                 let frame = run(backend, command).await?;
-                let (next, mut members) = scan_reply(frame).ok_or(CacheError::Reply("SCAN"))?;
-                if scan == "ZSCAN" {
-                    // Members and their scores alternate.
-                    members = members.into_iter().step_by(2).collect();
-                }
+                let (next, items) = scan_reply(frame).ok_or(CacheError::Reply("SCAN"))?;
+                let members: Vec<Bytes> = items.into_iter().step_by(stride).collect();
                 if !members.is_empty() {
                     removed += self.remove_many(backend, ns, &members).await?;
                     let mut forget = vec![Bytes::from(remove), set.clone()];

@@ -91,7 +91,7 @@ pub async fn dispatch(
         }
         (Target::Item(ns, key), Method::PUT) => {
             admit(CacheOperation::Write)?;
-            put(&state, &ns, &key, query, &headers, body).await
+            put(&state, &ns, key, query, &headers, body).await
         }
         (Target::Item(ns, key), Method::DELETE) => {
             admit(CacheOperation::Remove)?;
@@ -189,7 +189,7 @@ async fn get(
 async fn put(
     state: &AppState,
     ns: &Namespace,
-    key: &[u8],
+    key: Bytes,
     query: Option<&str>,
     headers: &HeaderMap,
     body: Bytes,
@@ -226,7 +226,7 @@ async fn put(
     // A fill is several steps (store, tag, check the log, maybe undo). It runs in a task
     // of its own, so that a client that goes away cannot leave it half done.
     let fill = {
-        let (state, ns, key) = (state.clone(), ns.clone(), Bytes::copy_from_slice(key));
+        let (state, ns) = (state.clone(), ns.clone());
         tokio::spawn(async move {
             cache(&state)
                 .fill(state.backend(), &ns, &key, value, &params, token.as_ref())
