@@ -9,7 +9,9 @@
 //!   reply budget;
 //! - a caller that goes away, a fred timeout, or shutdown sends `CLIENT UNBLOCK` for
 //!   the connection: it is free again at once, and the command returns as if it had
-//!   timed out, so no list item is popped for a caller who is no longer there.
+//!   timed out, so no list item is popped for a caller who is no longer there;
+//! - on a cluster, a command redirected with `MOVED` (Redis ran nothing) is sent
+//!   again to the slot's new owner, like the shared connections' commands.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -141,15 +143,13 @@ impl BlockingPool {
             .find_map(|s| s.clone().try_lock_owned().ok())
             .ok_or_else(busy)?;
         let client = pool.client(&mut slot).await?;
-        let hash = cluster_hash(&args);
         let options = Options {
             max_attempts: Some(1),
             fail_fast: true,
-            cluster_hash: hash.clone(),
+            cluster_hash: cluster_hash(&args),
             timeout: Some(wait + pool.settings.reply_margin),
             ..Options::default()
         };
-        let id = client_id(&client, &options).await?;
         let (tx, rx) = tokio::sync::oneshot::channel();
         let pool_ref = self.inner.clone();
         tokio::spawn(async move {
@@ -157,32 +157,11 @@ impl BlockingPool {
             let _permit = permit;
             let _slot = slot;
             let mut tx = tx;
-            let (command, args) = to_custom(args);
-            let client = client.with_options(&options);
-            let reply = client.custom_raw(command, args);
-            tokio::pin!(reply);
-            let early = tokio::select! {
-                result = &mut reply => Some(result),
-                _ = tx.closed() => None,
-                _ = pool_ref.shutdown.cancelled() => None,
-            };
-            let result = match early {
-                Some(Ok(frame)) => Ok(frame),
-                Some(Err(error)) => {
-                    // Timed out or failed: make sure Redis is not still holding it.
-                    pool_ref.unblock(id, &hash).await;
-                    Err(error)
-                }
-                None => {
-                    pool_ref.unblock(id, &hash).await;
-                    reply.await
-                }
-            };
+            let result = pool_ref.run(&client, args, &options, &mut tx).await;
             let _ = tx.send(result);
         });
         match rx.await {
-            Ok(Ok(frame)) => Ok(frame),
-            Ok(Err(error)) => Err(map_error(&error, wait + self.inner.settings.reply_margin)),
+            Ok(result) => result,
             Err(_) => Err(BackendError::Unavailable(
                 "the blocking command was abandoned".into(),
             )),
@@ -242,6 +221,52 @@ impl Pool {
         }
     }
 
+    /// Runs the command on `client`, again on the new owner when the cluster
+    /// redirected it (Redis ran nothing then; fred has read the slot map again).
+    /// A caller that goes away, a timeout or shutdown unblocks the connection.
+    async fn run(
+        &self,
+        client: &Client,
+        args: Vec<Bytes>,
+        options: &Options,
+        caller: &mut Reply,
+    ) -> Result<Frame, BackendError> {
+        let timeout = options.timeout.unwrap_or_default();
+        let (command, values) = to_custom(args);
+        let client = client.with_options(options);
+        let mut redirects = 0;
+        loop {
+            let id = client_id(&client, timeout).await?;
+            let reply = client.custom_raw(command.clone(), values.clone());
+            tokio::pin!(reply);
+            let early = tokio::select! {
+                result = &mut reply => Some(result),
+                _ = caller.closed() => None,
+                _ = self.shutdown.cancelled() => None,
+            };
+            let result = match early {
+                Some(Err(error)) if super::is_redirect(&error) => {
+                    if redirects < super::REDIRECT_RETRIES {
+                        redirects += 1;
+                        continue;
+                    }
+                    Err(error)
+                }
+                Some(Ok(frame)) => Ok(frame),
+                Some(Err(error)) => {
+                    // Timed out or failed: make sure Redis is not still holding it.
+                    self.unblock(id, &options.cluster_hash).await;
+                    Err(error)
+                }
+                None => {
+                    self.unblock(id, &options.cluster_hash).await;
+                    reply.await
+                }
+            };
+            return result.map_err(|error| map_error(&error, timeout));
+        }
+    }
+
     /// `CLIENT UNBLOCK id` on the node that holds the blocked connection.
     async fn unblock(&self, id: Option<i64>, hash: &Option<ClusterHash>) {
         let Some(id) = id else { return };
@@ -270,16 +295,19 @@ impl Pool {
     }
 }
 
-async fn client_id(client: &Client, options: &Options) -> Result<Option<i64>, BackendError> {
+/// The sender of a blocking command's result to its caller.
+type Reply = tokio::sync::oneshot::Sender<Result<Frame, BackendError>>;
+
+/// The id of the connection the command will block on.
+async fn client_id(
+    client: &impl ClientLike,
+    timeout: Duration,
+) -> Result<Option<i64>, BackendError> {
     let command = CustomCommand::new("CLIENT", ClusterHash::FirstKey, false);
-    match client
-        .with_options(options)
-        .custom_raw(command, vec![Value::from("ID")])
-        .await
-    {
+    match client.custom_raw(command, vec![Value::from("ID")]).await {
         Ok(Frame::Number { data, .. }) => Ok(Some(data)),
         Ok(_) => Ok(None),
-        Err(error) => Err(map_error(&error, options.timeout.unwrap_or_default())),
+        Err(error) => Err(map_error(&error, timeout)),
     }
 }
 

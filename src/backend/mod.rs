@@ -538,7 +538,7 @@ async fn send_following_redirects<C: ClientLike>(
 }
 
 /// fred's report of a `MOVED` or `ASK` it did not follow (`max_redirections = 0`).
-fn is_redirect(error: &FredError) -> bool {
+pub(crate) fn is_redirect(error: &FredError) -> bool {
     *error.kind() == ErrorKind::Routing && error.details().starts_with("Too many redirections")
 }
 

@@ -692,3 +692,41 @@ async fn requests_follow_a_moved_slot() {
                           times (is its hash slot being migrated?); try again"})
     );
 }
+
+/// Blocking commands (`RESTASH_BLOCKING=true`) run on the pool's own connections,
+/// which follow a resharded slot too: the first BLPOP after its slot moved is
+/// answered from the new owner. Before, it failed with 503.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blocking_commands_follow_a_moved_slot() {
+    let cluster = tokio::task::block_in_place(|| RedisCluster::start(3, 0));
+    let mut config = crate::harness::test_config(&cluster.url());
+    config.blocking = true;
+    let gw = Gateway::start_with(config).await;
+    let key = format!("{}blocking-moved", prefix());
+    let slot = restash::routing::key_slot(key.as_bytes());
+    for round in 0..2 {
+        let value = format!("v{round}");
+        assert_eq!(
+            gw.command(json!(["RPUSH", key, value])).await,
+            (200, json!({"result": 1}))
+        );
+        // The pool's connection has served the slot on its current owner; the pop
+        // leaves the slot empty, so that it can move.
+        assert_eq!(
+            gw.command(json!(["BLPOP", key, 1])).await,
+            (200, json!({"result": [key, value]})),
+            "round {round}"
+        );
+        let to = (cluster.owner_of(slot) + 1) % 3;
+        cluster.move_slot(slot, to).await;
+    }
+    assert_eq!(
+        gw.command(json!(["RPUSH", key, "last"])).await,
+        (200, json!({"result": 1}))
+    );
+    assert_eq!(
+        gw.command(json!(["BLPOP", key, 1])).await,
+        (200, json!({"result": [key, "last"]})),
+        "the first blocking command after the move"
+    );
+}
