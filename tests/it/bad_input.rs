@@ -592,6 +592,51 @@ async fn try_send_chunked(
 }
 
 /// Reads a whole `Connection: close` answer: status and JSON body.
+/// Requests hyper refuses before restash sees them (a URL over 64 KiB, too many
+/// headers, a malformed header or request line) are answered in the JSON error shape
+/// too. hyper as published sends these with an empty body, which the SDKs fail to
+/// parse as JSON.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_hyper_cannot_parse_get_json_errors() {
+    use tokio::io::AsyncWriteExt;
+    let redis = RedisServer::start();
+    let gateway = Gateway::start(&redis).await;
+    let address = gateway.url.trim_start_matches("http://").to_string();
+    let auth = format!("Authorization: Bearer {TOKEN}\r\n");
+    let long_value = "a".repeat(70_000);
+    let many_headers: String = (0..200).map(|i| format!("X-H{i}: v\r\n")).collect();
+    let cases = [
+        (
+            format!("GET /set/k/{long_value} HTTP/1.1\r\nHost: x\r\n{auth}\r\n"),
+            414,
+            "ERR request URL too long: send the command as a JSON body to POST / instead",
+        ),
+        (
+            format!("GET /get/k HTTP/1.1\r\nHost: x\r\n{auth}{many_headers}\r\n"),
+            431,
+            "ERR request headers too large",
+        ),
+        (
+            format!("GET /get/k HTTP/1.1\r\nHost: x\r\n{auth}Bad Header\r\n\r\n"),
+            400,
+            "ERR bad request: a header could not be parsed",
+        ),
+        (
+            "GARBAGE\r\n\r\n".to_string(),
+            400,
+            "ERR bad request: the HTTP method could not be parsed",
+        ),
+    ];
+    for (request, status, error) in cases {
+        let mut stream = tokio::net::TcpStream::connect(&address)
+            .await
+            .expect("connect");
+        stream.write_all(request.as_bytes()).await.expect("send");
+        let answer = read_answer(stream).await.expect("an answer");
+        assert_eq!(answer, (status, json!({ "error": error })));
+    }
+}
+
 async fn read_answer(mut stream: tokio::net::TcpStream) -> Result<(u16, Value), std::io::Error> {
     use tokio::io::AsyncReadExt;
     let mut answer = Vec::new();

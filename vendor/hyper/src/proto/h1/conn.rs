@@ -842,7 +842,20 @@ where
                 // Drop the cached headers so as to not trigger a debug
                 // assert in `write_head`...
                 self.state.cached_headers.take();
-                self.write_head(msg, None);
+                // restash: the answer says what was wrong, as a JSON error body.
+                match T::on_error_body(&err) {
+                    Some(body) => {
+                        let mut msg = msg;
+                        msg.headers.insert(
+                            http::header::CONTENT_TYPE,
+                            HeaderValue::from_static("application/json"),
+                        );
+                        self.write_head(msg, Some(BodyLength::Known(body.len() as u64)));
+                        self.io.headers_buf().extend_from_slice(body);
+                        self.state.writing = Writing::Closed;
+                    }
+                    None => self.write_head(msg, None),
+                }
                 self.state.error = Some(err);
                 return Ok(());
             }

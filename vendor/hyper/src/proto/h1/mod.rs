@@ -37,6 +37,11 @@ pub(crate) trait Http1Transaction {
 
     fn on_error(err: &crate::Error) -> Option<MessageHead<Self::Outgoing>>;
 
+    /// restash: the JSON body of the automatic response to a parse error.
+    fn on_error_body(_err: &crate::Error) -> Option<&'static [u8]> {
+        None
+    }
+
     fn is_client() -> bool {
         !Self::is_server()
     }

@@ -510,6 +510,20 @@ impl Http1Transaction for Server {
         Some(msg)
     }
 
+    fn on_error_body(err: &crate::Error) -> Option<&'static [u8]> {
+        use crate::error::Kind;
+        let body: &'static [u8] = match *err.kind() {
+            Kind::Parse(Parse::Method) => br#"{"error":"ERR bad request: the HTTP method could not be parsed"}"#,
+            Kind::Parse(Parse::Header(_)) => br#"{"error":"ERR bad request: a header could not be parsed"}"#,
+            Kind::Parse(Parse::Uri) => br#"{"error":"ERR bad request: the URL could not be parsed"}"#,
+            Kind::Parse(Parse::Version) => br#"{"error":"ERR bad request: not an HTTP/1 request"}"#,
+            Kind::Parse(Parse::TooLarge) => br#"{"error":"ERR request headers too large"}"#,
+            Kind::Parse(Parse::UriTooLong) => br#"{"error":"ERR request URL too long: send the command as a JSON body to POST / instead"}"#,
+            _ => return None,
+        };
+        Some(body)
+    }
+
     fn is_server() -> bool {
         true
     }
