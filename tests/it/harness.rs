@@ -213,7 +213,9 @@ impl RedisServer {
             if let Ok(Some(_)) = self.child.try_wait() {
                 return false;
             }
-            if self.cli(&["PING"]) == "PONG" {
+            // A server with a password answers NOAUTH: it is up all the same.
+            let reply = self.cli(&["PING"]);
+            if reply == "PONG" || reply.starts_with("NOAUTH") {
                 return true;
             }
             std::thread::sleep(Duration::from_millis(20));
@@ -420,12 +422,20 @@ pub struct SentinelSet {
     pub servers: Vec<RedisServer>,
     /// The Sentinel processes.
     pub sentinels: Vec<RedisServer>,
+    /// The Sentinels' own password (`requirepass`), when they have one.
+    sentinel_password: Option<String>,
     dir: std::path::PathBuf,
 }
 
 impl SentinelSet {
     /// Starts the set and waits until every Sentinel knows the replica.
     pub fn start() -> SentinelSet {
+        SentinelSet::start_protected(None)
+    }
+
+    /// [`SentinelSet::start`] with Sentinels that require `password` (the URL then
+    /// carries it as `sentinelPassword`).
+    pub fn start_protected(password: Option<&str>) -> SentinelSet {
         let dir =
             std::env::temp_dir().join(format!("restash-sentinel-{:08x}", rand::random::<u32>()));
         std::fs::create_dir_all(&dir).expect("sentinel dir");
@@ -441,8 +451,11 @@ impl SentinelSet {
                         "sentinel monitor mymaster 127.0.0.1 {} 2\n\
                          sentinel down-after-milliseconds mymaster 1000\n\
                          sentinel failover-timeout mymaster 4000\n\
-                         sentinel parallel-syncs mymaster 1\n",
-                        primary.port
+                         sentinel parallel-syncs mymaster 1\n{}",
+                        primary.port,
+                        password
+                            .map(|p| format!("requirepass {p}\nsentinel sentinel-pass {p}\n"))
+                            .unwrap_or_default()
                     ),
                 )
                 .expect("sentinel conf");
@@ -452,11 +465,12 @@ impl SentinelSet {
         let set = SentinelSet {
             servers: vec![primary, replica],
             sentinels,
+            sentinel_password: password.map(str::to_string),
             dir,
         };
         let deadline = Instant::now() + Duration::from_secs(15);
-        while !set.sentinels.iter().all(|s| {
-            s.cli(&["SENTINEL", "REPLICAS", "mymaster"])
+        while !(0..set.sentinels.len()).all(|i| {
+            set.sentinel_cli(i, &["SENTINEL", "REPLICAS", "mymaster"])
                 .contains("slave")
         }) {
             assert!(
@@ -468,6 +482,17 @@ impl SentinelSet {
         set
     }
 
+    /// `redis-cli` against Sentinel `index`, with its password when it has one.
+    pub fn sentinel_cli(&self, index: usize, args: &[&str]) -> String {
+        match &self.sentinel_password {
+            Some(password) => {
+                let auth = ["-a", password.as_str(), "--no-auth-warning"];
+                self.sentinels[index].cli(&[&auth[..], args].concat())
+            }
+            None => self.sentinels[index].cli(args),
+        }
+    }
+
     /// `redis-sentinel://…` URL naming every Sentinel.
     pub fn url(&self) -> String {
         let mut url = format!(
@@ -476,6 +501,9 @@ impl SentinelSet {
         );
         for sentinel in &self.sentinels[1..] {
             url.push_str(&format!("&node=127.0.0.1:{}", sentinel.port));
+        }
+        if let Some(password) = &self.sentinel_password {
+            url.push_str(&format!("&sentinelPassword={password}"));
         }
         url
     }

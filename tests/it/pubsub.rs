@@ -346,9 +346,12 @@ async fn streams_answer_503_when_redis_is_down() {
     }
 }
 
+/// Streams reach the primary that Sentinels name, and authenticate to Sentinels
+/// that require a password (`sentinelPassword`): before, the links asked them
+/// without it and every stream got 503.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn streams_follow_sentinel_to_the_primary() {
-    let set = tokio::task::block_in_place(SentinelSet::start);
+    let set = tokio::task::block_in_place(|| SentinelSet::start_protected(Some("sentinel-secret")));
     let gw = Gateway::start_with(test_config(&set.url())).await;
     let channel = format!("{}sentinel", prefix());
     let mut events = Events::open(stream(&gw, &format!("/subscribe/{channel}"))).await;
@@ -363,6 +366,9 @@ async fn streams_follow_sentinel_to_the_primary() {
     assert_eq!(sharded.data().await, format!("ssubscribe,{channel},1"));
     set.servers[0].cli(&["SPUBLISH", &channel, "sharded"]);
     assert_eq!(sharded.data().await, format!("smessage,{channel},sharded"));
+    // And MONITOR.
+    let mut monitor = Events::open(stream(&gw, "/monitor")).await;
+    assert_eq!(monitor.data().await, "\"OK\"");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

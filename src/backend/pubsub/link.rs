@@ -5,7 +5,8 @@
 //! `REDIS_URL`, so every URL the backend accepts works here too. On a cluster the
 //! link goes to the first node that answers (Redis forwards plain `PUBLISH` to every
 //! node), or to one node chosen by [`Endpoint::at`] (sharded Pub/Sub); behind
-//! Sentinel it goes to the primary the sentinels name.
+//! Sentinel it goes to the primary the sentinels name (asked with `sentinelUsername`
+//! and `sentinelPassword` when the URL has them).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -62,8 +63,14 @@ enum Target {
     Cluster(Vec<Server>),
     /// A Unix socket.
     Unix(PathBuf),
-    /// Sentinels that name the primary of `service`.
-    Sentinel { hosts: Vec<Server>, service: String },
+    /// Sentinels that name the primary of `service`, with the Sentinels' own
+    /// credentials (`sentinelUsername`, `sentinelPassword`).
+    Sentinel {
+        hosts: Vec<Server>,
+        service: String,
+        username: Option<String>,
+        password: Option<String>,
+    },
 }
 
 impl Endpoint {
@@ -81,10 +88,13 @@ impl Endpoint {
             ServerConfig::Sentinel {
                 hosts,
                 service_name,
-                ..
+                username,
+                password,
             } => Target::Sentinel {
                 hosts,
                 service: service_name,
+                username,
+                password,
             },
         };
         Ok(Endpoint {
@@ -155,23 +165,19 @@ impl Link {
             Target::Unix(path) => Self::unix(path).await?,
             Target::Node(node) => Self::tcp(endpoint, node).await?,
             Target::Cluster(nodes) => Self::first_node(endpoint, nodes).await?,
-            Target::Sentinel { hosts, service } => {
-                let primary = Self::ask_sentinels(endpoint, hosts, service).await?;
+            Target::Sentinel {
+                hosts,
+                service,
+                username,
+                password,
+            } => {
+                let credentials = (username.as_deref(), password.as_deref());
+                let primary = Self::ask_sentinels(endpoint, hosts, service, credentials).await?;
                 Self::tcp(endpoint, &primary).await?
             }
         };
-        if let Some(password) = &endpoint.password {
-            let mut args: Vec<&[u8]> = vec![b"AUTH"];
-            if let Some(user) = &endpoint.username {
-                args.push(user.as_bytes());
-            }
-            args.push(password.as_bytes());
-            if let Reply::Error(text) = link.request(&args).await? {
-                return Err(LinkError::Refused(
-                    String::from_utf8_lossy(&text).into_owned(),
-                ));
-            }
-        }
+        link.authenticate(endpoint.username.as_deref(), endpoint.password.as_deref())
+            .await?;
         // Naming is a courtesy for operators; an ACL may forbid it.
         link.request(&[b"CLIENT", b"SETNAME", name.as_bytes()])
             .await?;
@@ -196,10 +202,33 @@ impl Link {
         Err(last)
     }
 
+    /// `AUTH [username] password`, when there is a password.
+    async fn authenticate(
+        &mut self,
+        username: Option<&str>,
+        password: Option<&str>,
+    ) -> Result<(), LinkError> {
+        let Some(password) = password else {
+            return Ok(());
+        };
+        let mut args: Vec<&[u8]> = vec![b"AUTH"];
+        if let Some(user) = username {
+            args.push(user.as_bytes());
+        }
+        args.push(password.as_bytes());
+        match self.request(&args).await? {
+            Reply::Error(text) => Err(LinkError::Refused(
+                String::from_utf8_lossy(&text).into_owned(),
+            )),
+            _ => Ok(()),
+        }
+    }
+
     async fn ask_sentinels(
         endpoint: &Endpoint,
         hosts: &[Server],
         service: &str,
+        (username, password): (Option<&str>, Option<&str>),
     ) -> Result<Server, LinkError> {
         let mut last = LinkError::Config("no sentinel in REDIS_URL".into());
         for host in hosts {
@@ -210,6 +239,10 @@ impl Link {
                     continue;
                 }
             };
+            if let Err(error) = sentinel.authenticate(username, password).await {
+                last = error;
+                continue;
+            }
             // A sentinel that fails mid-request is skipped, like one that is down.
             let reply = match sentinel
                 .request(&[b"SENTINEL", b"GET-MASTER-ADDR-BY-NAME", service.as_bytes()])
