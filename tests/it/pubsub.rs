@@ -353,6 +353,12 @@ async fn streams_answer_503_when_redis_is_down() {
 async fn streams_follow_sentinel_to_the_primary() {
     let set = tokio::task::block_in_place(|| SentinelSet::start_protected(Some("sentinel-secret")));
     let gw = Gateway::start_with(test_config(&set.url())).await;
+    // Commands (fred's pools) reach the primary too.
+    assert_eq!(
+        gw.command(json!(["SET", format!("{}sentinel-key", prefix()), "v"]))
+            .await,
+        (200, json!({"result": "OK"}))
+    );
     let channel = format!("{}sentinel", prefix());
     let mut events = Events::open(stream(&gw, &format!("/subscribe/{channel}"))).await;
     assert_eq!(events.data().await, format!("subscribe,{channel},1"));
