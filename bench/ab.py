@@ -1,6 +1,6 @@
 """A/B of two restash binaries on one load shape, alternating, same Redis.
 
-    python3 bench/ab.py OLD_BINARY NEW_BINARY [--shape get_json] [--rounds 3]
+    python3 bench/ab.py OLD_BINARY NEW_BINARY [--shape get_json|cache_get|…] [--rounds 3]
                         [--duration 5] [--connections 50] [--env KEY=VALUE ...]
                         [--old-env KEY=VALUE ...] [--new-env KEY=VALUE ...]
 
@@ -15,6 +15,7 @@ bench/README.md "What each change bought" are taken.
 """
 
 import argparse
+import http.client
 import os
 import statistics
 import tempfile
@@ -30,7 +31,20 @@ SHAPES = {
     "set": ("restash_set_json.lua", 1),
     "pipeline10": ("restash_pipeline.lua", 10),
     "pipeline100": ("restash_pipeline.lua", 100),
+    "cache_get": ("restash_cache_get.lua", 1),
 }
+
+
+def store_cache_entry(port):
+    """PUTs the 100-byte entry that the cache_get shape reads (a hit)."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    connection.request(
+        "PUT", "/cache/bench/item?ttl=86400", body=b"v" * 100,
+        headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/octet-stream"})
+    response = connection.getresponse()
+    response.read()
+    if response.status != 200:
+        raise harness.BenchError(f"PUT /cache/bench/item answered {response.status}")
 
 
 def redis_stats(port):
@@ -46,6 +60,8 @@ def one_run(binary, redis, workdir, args, env):
     script, per = SHAPES[args.shape]
     server = harness.start_restash(binary, SERVER_CPU, workdir, redis.port, TOKEN, 2, env)
     try:
+        if args.shape == "cache_get":
+            store_cache_entry(server.port)
         pipeline = per if per > 1 else None
         loads.wrk(LOAD_CPU, script, server.port, args.connections, 1, TOKEN, pipeline)
         cpu0, rcpu0 = server.cpu(), redis.cpu()

@@ -111,6 +111,8 @@ pub async fn serve(
     } else {
         None
     };
+    let stats_stop = tokio_util::sync::CancellationToken::new();
+    let stats_flusher = tokio::spawn(flush_cache_stats(state.clone(), stats_stop.clone()));
     let loader = tokio::spawn(load_command_table(state.clone()));
     let app = http::app(state, &config.cors_origins);
     auth::audit::describe();
@@ -140,6 +142,9 @@ pub async fn serve(
         }
     };
     loader.abort();
+    // The cache events of the requests just finished reach Redis before it closes.
+    stats_stop.cancel();
+    let _ = stats_flusher.await;
     reloads_stop.cancel();
     let _ = reloader.await;
     authenticator.shutdown().await;
@@ -148,6 +153,20 @@ pub async fn serve(
     }
     backend.shutdown().await;
     result.map_err(ServeError::from)
+}
+
+/// Adds this process's cache event counts to the shared Redis counters every
+/// [`cache::stats::FLUSH_INTERVAL`], and once more when `stop` is cancelled.
+async fn flush_cache_stats(state: AppState, stop: tokio_util::sync::CancellationToken) {
+    let mut ticks = tokio::time::interval(cache::stats::FLUSH_INTERVAL);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => state.cache().flush_stats(state.backend()).await,
+            _ = stop.cancelled() => break,
+        }
+    }
+    state.cache().flush_stats(state.backend()).await;
 }
 
 fn auth_settings(config: &Config) -> AuthSettings {

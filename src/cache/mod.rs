@@ -76,12 +76,15 @@ impl Default for CacheSettings {
     }
 }
 
-/// Process-wide cache state: settings, the Lua scripts, the bounded metric labels and the
-/// shared poll loops of waiting callers.
+/// Process-wide cache state: settings, the Lua scripts, the bounded metric labels, the
+/// event counts not yet in Redis and the shared poll loops of waiting callers.
 pub struct Cache {
     settings: CacheSettings,
     scripts: Arc<scripts::Scripts>,
     labels: stats::Labels,
+    pending: stats::Pending,
+    /// Held while pending counts are written, so a stats read waits for a flush in flight.
+    flushing: tokio::sync::Mutex<()>,
     polls: wait::Polls,
 }
 
@@ -92,6 +95,8 @@ impl Cache {
             settings,
             scripts: Arc::new(scripts::Scripts::default()),
             labels: stats::Labels::new(stats::MAX_NAMESPACE_LABELS),
+            pending: stats::Pending::default(),
+            flushing: tokio::sync::Mutex::new(()),
             polls: wait::Polls::default(),
         }
     }

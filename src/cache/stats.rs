@@ -1,13 +1,24 @@
 //! Cache events: a per-process Prometheus counter (through the `metrics` facade) and
 //! per-namespace counters in Redis shared by every instance (`GET /cache/<ns>`).
 //!
+//! The Redis counters are not written per event: each process adds up its events in
+//! [`Pending`] and sends them as one pipeline of `HINCRBY` every [`FLUSH_INTERVAL`],
+//! before it answers a stats request, and at shutdown. A cache hit thus costs Redis one
+//! command, not two; another instance's events show up within the interval.
+//!
 //! The counter is `restash_cache_events_total{namespace, event}`. Namespaces are chosen by
 //! operators, not by callers' data, but a caller with a token could still invent many; so each
 //! process gives its own label to the first [`MAX_NAMESPACE_LABELS`] namespaces it sees and
 //! counts the rest under `namespace="_other"`.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::Mutex;
+use std::time::Duration;
+
+use super::keys::Namespace;
+
+/// How often a process adds its pending event counts to the shared Redis counters.
+pub const FLUSH_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Namespaces with their own metric label, per process.
 pub const MAX_NAMESPACE_LABELS: usize = 100;
@@ -79,40 +90,100 @@ impl Event {
     }
 }
 
-/// Namespace label values, bounded per process.
+/// Event counts of this process not yet added to the shared Redis counters.
+#[derive(Default)]
+pub struct Pending {
+    counts: Mutex<HashMap<Namespace, [u64; Event::ALL.len()]>>,
+}
+
+impl Pending {
+    /// Counts one `event` of `ns` (events that are not [`Event::shared`] are ignored).
+    pub fn add(&self, ns: &Namespace, event: Event) {
+        self.add_many(ns, event, 1);
+    }
+
+    /// Counts `n` events (gives back counts a flush could not write).
+    pub fn add_many(&self, ns: &Namespace, event: Event, n: u64) {
+        if !event.shared() || n == 0 {
+            return;
+        }
+        let Ok(mut counts) = self.counts.lock() else {
+            return;
+        };
+        match counts.get_mut(ns) {
+            Some(row) => row[event as usize] += n,
+            None => {
+                let mut row = [0; Event::ALL.len()];
+                row[event as usize] = n;
+                counts.insert(ns.clone(), row);
+            }
+        }
+    }
+
+    /// Takes every pending count: `(namespace, event, count)`, counts above zero only.
+    pub fn take(&self) -> Vec<(Namespace, Event, u64)> {
+        let counts = match self.counts.lock() {
+            Ok(mut counts) => std::mem::take(&mut *counts),
+            Err(_) => return Vec::new(),
+        };
+        counts
+            .into_iter()
+            .flat_map(|(ns, row)| {
+                Event::ALL
+                    .iter()
+                    .filter(move |e| row[**e as usize] > 0)
+                    .map(move |e| (ns.clone(), *e, row[*e as usize]))
+            })
+            .collect()
+    }
+}
+
+/// The Prometheus counters of each namespace, with labels bounded per process:
+/// registered once per namespace, not looked up per event.
 pub struct Labels {
-    seen: Mutex<HashSet<String>>,
+    seen: Mutex<HashMap<String, EventCounters>>,
+    other: std::sync::OnceLock<EventCounters>,
     cap: usize,
+}
+
+/// One counter handle per event, for one namespace label.
+type EventCounters = [metrics::Counter; Event::ALL.len()];
+
+fn register(label: &str) -> EventCounters {
+    Event::ALL.map(|event| {
+        metrics::counter!(METRIC, "namespace" => label.to_string(), "event" => event.label())
+    })
 }
 
 impl Labels {
     /// At most `cap` distinct namespace labels.
     pub fn new(cap: usize) -> Labels {
         Labels {
-            seen: Mutex::new(HashSet::new()),
+            seen: Mutex::new(HashMap::new()),
+            other: std::sync::OnceLock::new(),
             cap,
         }
     }
 
-    /// The label for `namespace`: itself while there is room, then [`OTHER_LABEL`].
-    pub fn label(&self, namespace: &str) -> String {
+    /// Counts `event` under `namespace`'s own label while there is room, then under
+    /// [`OTHER_LABEL`].
+    pub fn count(&self, namespace: &str, event: Event) {
         let Ok(mut seen) = self.seen.lock() else {
-            return OTHER_LABEL.to_string();
+            return;
         };
-        if seen.contains(namespace) {
-            return namespace.to_string();
+        if let Some(counters) = seen.get(namespace) {
+            counters[event as usize].increment(1);
+            return;
         }
         if seen.len() < self.cap {
-            seen.insert(namespace.to_string());
-            return namespace.to_string();
+            let counters = register(namespace);
+            counters[event as usize].increment(1);
+            seen.insert(namespace.to_string(), counters);
+            return;
         }
-        OTHER_LABEL.to_string()
+        drop(seen);
+        self.other.get_or_init(|| register(OTHER_LABEL))[event as usize].increment(1);
     }
-}
-
-/// Increments the process counter of `event` under the namespace label `label`.
-pub fn count(label: String, event: Event) {
-    metrics::counter!(METRIC, "namespace" => label, "event" => event.label()).increment(1);
 }
 
 /// The JSON stats of `namespace` from the Redis hash's field/value pairs.
@@ -146,22 +217,17 @@ mod tests {
     use metrics_util::debugging::{DebugValue, DebuggingRecorder};
 
     #[test]
-    fn labels_are_bounded() {
-        let labels = Labels::new(2);
-        assert_eq!(labels.label("a"), "a");
-        assert_eq!(labels.label("b"), "b");
-        assert_eq!(labels.label("c"), OTHER_LABEL);
-        assert_eq!(labels.label("a"), "a");
-    }
-
-    #[test]
-    fn counter_names_and_labels() {
+    fn counters_are_bounded_per_namespace_label() {
         let recorder = DebuggingRecorder::new();
         let snapshotter = recorder.snapshotter();
         metrics::with_local_recorder(&recorder, || {
-            count("ns".into(), Event::LeaseGrant);
-            count("ns".into(), Event::LeaseGrant);
-            count("ns".into(), Event::Bypass);
+            let labels = Labels::new(2);
+            labels.count("a", Event::LeaseGrant);
+            labels.count("a", Event::LeaseGrant);
+            labels.count("b", Event::Bypass);
+            labels.count("c", Event::Hit);
+            labels.count("d", Event::Hit);
+            labels.count("a", Event::Hit);
         });
         let mut seen = vec![];
         for (key, _, _, value) in snapshotter.snapshot().into_vec() {
@@ -174,16 +240,45 @@ mod tests {
                 panic!("not a counter")
             };
             assert_eq!(key.key().name(), METRIC);
-            seen.push((labels.join(","), n));
+            if n > 0 {
+                seen.push((labels.join(","), n));
+            }
         }
         seen.sort();
         assert_eq!(
             seen,
             [
-                ("namespace=ns,event=bypass".to_string(), 1),
-                ("namespace=ns,event=lease_grant".to_string(), 2)
+                ("namespace=_other,event=hit".to_string(), 2),
+                ("namespace=a,event=hit".to_string(), 1),
+                ("namespace=a,event=lease_grant".to_string(), 2),
+                ("namespace=b,event=bypass".to_string(), 1),
             ]
         );
+    }
+
+    #[test]
+    fn pending_counts_add_up_and_are_taken_once() {
+        let pending = Pending::default();
+        let (a, b) = (
+            Namespace::parse("a").unwrap(),
+            Namespace::parse("b").unwrap(),
+        );
+        pending.add(&a, Event::Hit);
+        pending.add(&a, Event::Hit);
+        pending.add(&b, Event::Fill);
+        pending.add(&a, Event::Bypass); // not shared: never sent to Redis
+        pending.add_many(&b, Event::Fill, 3);
+        let mut taken: Vec<(String, &str, u64)> = pending
+            .take()
+            .into_iter()
+            .map(|(ns, e, n)| (ns.as_str().to_string(), e.field(), n))
+            .collect();
+        taken.sort();
+        assert_eq!(
+            taken,
+            [("a".to_string(), "hits", 2), ("b".to_string(), "fills", 4)]
+        );
+        assert!(pending.take().is_empty());
     }
 
     #[test]

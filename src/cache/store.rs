@@ -446,32 +446,56 @@ impl Cache {
         Ok(lease::invalidated_since(&view, since, key, tags))
     }
 
-    /// Counts `event` in this process's metrics and, in the background, in Redis.
-    pub fn record(&self, backend: &Backend, ns: &Namespace, event: Event) {
-        stats::count(self.labels.label(ns.as_str()), event);
-        if !event.shared() {
-            return;
-        }
-        let backend = backend.clone();
-        let command = vec![
-            Bytes::from_static(b"HINCRBY"),
-            keys::stats_key(ns),
-            Bytes::from_static(event.field().as_bytes()),
-            Bytes::from_static(b"1"),
-        ];
-        tokio::spawn(async move {
-            if let Err(error) = run(&backend, command).await {
-                tracing::debug!(%error, "could not count a cache event in Redis");
-            }
-        });
+    /// Counts `event` in this process's metrics, and in the shared Redis counters at
+    /// the next flush ([`stats::FLUSH_INTERVAL`]).
+    pub fn record(&self, ns: &Namespace, event: Event) {
+        self.labels.count(ns.as_str(), event);
+        self.pending.add(ns, event);
     }
 
-    /// The namespace's counters, shared by every instance, as JSON.
+    /// Adds this process's pending event counts to the shared Redis counters, as one
+    /// pipeline of `HINCRBY`. Counts that did not reach Redis (it is down) are kept for
+    /// the next flush.
+    pub async fn flush_stats(&self, backend: &Backend) {
+        let _one_at_a_time = self.flushing.lock().await;
+        let counts = self.pending.take();
+        if counts.is_empty() {
+            return;
+        }
+        let commands = counts
+            .iter()
+            .map(|(ns, event, n)| {
+                let key = keys::stats_key(ns);
+                let target = Target::Slot(key_slot(&key));
+                let command = vec![
+                    Bytes::from_static(b"HINCRBY"),
+                    key,
+                    Bytes::from_static(event.field().as_bytes()),
+                    Bytes::from(n.to_string()),
+                ];
+                (command, target)
+            })
+            .collect();
+        match backend.pipeline_on(commands).await {
+            Ok(_) => {}
+            Err(error) => {
+                tracing::debug!(%error, "cache event counts kept for the next flush");
+                for (ns, event, n) in counts {
+                    self.pending.add_many(&ns, event, n);
+                }
+            }
+        }
+    }
+
+    /// The namespace's counters, shared by every instance, as JSON (this process's
+    /// pending counts are written first).
     pub async fn stats(
         &self,
         backend: &Backend,
         ns: &Namespace,
     ) -> Result<serde_json::Value, CacheError> {
+        // Not bounded by the cache timeout: cut short, a flush would lose its counts.
+        self.flush_stats(backend).await;
         let frame = self
             .bounded(run(
                 backend,

@@ -137,7 +137,7 @@ async fn get(
         if first != Lookup::Held || params.wait.is_zero() {
             return Ok((first, token));
         }
-        cache.record(backend, ns, Event::LeaseWait);
+        cache.record(ns, Event::LeaseWait);
         let deadline = Instant::now() + params.wait;
         let mut found = Lookup::Held;
         while found == Lookup::Held && Instant::now() < deadline {
@@ -151,11 +151,11 @@ async fn get(
     };
     let (lookup, token) = match outcome.await {
         Ok(found) => found,
-        Err(error) => return bypass(cache, backend, ns, &error),
+        Err(error) => return bypass(cache, ns, &error),
     };
     match lookup {
         Lookup::Hit { entry, now } => {
-            cache.record(backend, ns, Event::Hit);
+            cache.record(ns, Event::Hit);
             serve_entry(&entry, now, "HIT", None, headers)
         }
         Lookup::Stale {
@@ -163,23 +163,23 @@ async fn get(
             now,
             granted,
         } => {
-            cache.record(backend, ns, Event::Stale);
+            cache.record(ns, Event::Stale);
             let lease = granted.then_some(token).flatten();
             if lease.is_some() {
-                cache.record(backend, ns, Event::LeaseGrant);
+                cache.record(ns, Event::LeaseGrant);
             }
             serve_entry(&entry, now, "STALE", lease.as_ref(), headers)
         }
         Lookup::Miss { granted } => {
-            cache.record(backend, ns, Event::Miss);
+            cache.record(ns, Event::Miss);
             let lease = granted.then_some(token).flatten();
             if lease.is_some() {
-                cache.record(backend, ns, Event::LeaseGrant);
+                cache.record(ns, Event::LeaseGrant);
             }
             miss(lease.as_ref())
         }
         Lookup::Held => {
-            cache.record(backend, ns, Event::Miss);
+            cache.record(ns, Event::Miss);
             miss(None)
         }
     }
@@ -242,7 +242,7 @@ async fn put(
     let cache = cache(state);
     let text = match outcome {
         FillOutcome::Stored => {
-            cache.record(state.backend(), ns, Event::Fill);
+            cache.record(ns, Event::Fill);
             let mut body = serde_json::json!({"stored": true, "etag": etag}).to_string();
             body.push('\n');
             let mut response = json_response(StatusCode::OK, body);
@@ -365,14 +365,9 @@ fn miss(lease: Option<&LeaseToken>) -> Response {
 }
 
 /// 404 `X-Cache: BYPASS`: Redis failed; the caller computes the value itself.
-fn bypass(
-    cache: &Cache,
-    backend: &crate::backend::Backend,
-    ns: &Namespace,
-    error: &CacheError,
-) -> Response {
+fn bypass(cache: &Cache, ns: &Namespace, error: &CacheError) -> Response {
     tracing::warn!(%error, namespace = ns.as_str(), "cache read failed open");
-    cache.record(backend, ns, Event::Bypass);
+    cache.record(ns, Event::Bypass);
     let mut response = json_error(
         StatusCode::NOT_FOUND,
         &format!("ERR cache bypassed, compute the value yourself: {error}"),

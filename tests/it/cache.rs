@@ -805,6 +805,58 @@ async fn leases_hold_across_instances() {
     );
 }
 
+/// Cache events reach the shared Redis counters in batches: a run of hits sends no
+/// `HINCRBY` of its own (it sent one per event, a second Redis command for every hit);
+/// the counts arrive within the flush interval without a stats request, and a gateway
+/// that shuts down writes what it still holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cache_event_counts_reach_redis_in_batches() {
+    const HITS: usize = 200;
+    let redis = RedisServer::start();
+    let gw = Gateway::start(&redis).await;
+    let c = Cache::new(&gw);
+    assert_eq!(c.put("k?ttl=60", "v").await.status, 200);
+    let stats_key = format!("restash:cache:stats:{{{}}}", c.ns);
+    let counter = |field: &str| {
+        redis
+            .cli(&["HGET", &stats_key, field])
+            .parse::<u64>()
+            .unwrap_or(0)
+    };
+    assert_eq!(redis.cli(&["CONFIG", "RESETSTAT"]), "OK");
+    for _ in 0..HITS {
+        assert_eq!(c.get("k").await.x_cache(), Some("HIT"));
+    }
+    let info = redis.cli(&["INFO", "commandstats"]);
+    let hincrby_calls: usize = info
+        .lines()
+        .find_map(|l| l.strip_prefix("cmdstat_hincrby:calls="))
+        .and_then(|rest| rest.split(',').next())
+        .map_or(0, |n| n.parse().expect("a count"));
+    // One per flush (one a second), not one per hit.
+    assert!(
+        hincrby_calls < 20,
+        "{hincrby_calls} HINCRBY for {HITS} hits"
+    );
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while counter("hits") != HITS as u64 {
+        assert!(
+            Instant::now() < deadline,
+            "the hits did not reach Redis: {}",
+            counter("hits")
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // Events counted just before a graceful shutdown are written by it.
+    for _ in 0..5 {
+        assert_miss(&c.get("absent").await, false);
+    }
+    drop(c);
+    gw.stop().await;
+    assert_eq!(counter("misses"), 5);
+}
+
 /// A prefix invalidation over 100,000 entries while another caller keeps reading: reports
 /// the longest read latency seen meanwhile; Redis never runs a command for 10 ms or more.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

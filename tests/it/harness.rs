@@ -624,6 +624,21 @@ impl Gateway {
     }
 }
 
+impl Gateway {
+    /// Shuts restash down gracefully and waits until `serve` has returned.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            tokio::time::timeout(Duration::from_secs(30), task)
+                .await
+                .expect("restash stops within 30 s")
+                .expect("restash's task");
+        }
+    }
+}
+
 impl Drop for Gateway {
     fn drop(&mut self) {
         if let Some(tx) = self.shutdown.take() {
