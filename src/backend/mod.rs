@@ -327,7 +327,8 @@ impl Backend {
         args: Vec<Bytes>,
         target: Target,
     ) -> Result<Frame, BackendError> {
-        if let (Some(mux), Target::Default | Target::AnyNode) = (&self.mux, &target) {
+        // The multiplexer serves a single node: whatever the target, it is that node.
+        if let Some(mux) = &self.mux {
             return mux.one(args).await;
         }
         let client = self.shared.next();
@@ -355,10 +356,8 @@ impl Backend {
         &self,
         commands: Vec<(Vec<Bytes>, Target)>,
     ) -> Result<Vec<Frame>, BackendError> {
-        let plain = |(_, target): &(Vec<Bytes>, Target)| {
-            matches!(target, Target::Default | Target::AnyNode)
-        };
-        if let Some(mux) = self.mux.as_ref().filter(|_| commands.iter().all(plain)) {
+        // A single node (the multiplexer's) is every command's target.
+        if let Some(mux) = &self.mux {
             let mut replies = Vec::with_capacity(commands.len());
             let mut commands = commands.into_iter().map(|(args, _)| args).peekable();
             while commands.peek().is_some() {

@@ -185,3 +185,43 @@ async fn fred_connections_remain_available() {
     assert_eq!(body[0], json!({"result": "v"}));
     assert!(body[1]["error"].is_string(), "{body}");
 }
+
+/// On a single node the cache API's commands share the multiplexed connections with
+/// every other command. They went through fred's connection instead (addressed by
+/// hash slot), which cost a cache hit about twice the CPU of a GET.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cache_commands_use_the_multiplexed_connections() {
+    let redis = RedisServer::start();
+    let mut config = test_config(&redis.url());
+    config.redis_connections = 1;
+    let gw = Gateway::start_with(config).await;
+    // The one multiplexed connection's id, asked through it.
+    let (status, body) = gw.command(json!(["CLIENT", "ID"])).await;
+    assert_eq!(status, 200, "{body}");
+    let id = body["result"].as_i64().expect("an id");
+    let path = format!("/cache/{}/k", prefix().trim_end_matches(':'));
+    let put = gw
+        .http
+        .put(gw.at(&format!("{path}?ttl=60")))
+        .bearer_auth(crate::harness::TOKEN)
+        .body("v")
+        .send()
+        .await
+        .expect("put");
+    assert_eq!(put.status(), 200);
+    let hit = gw
+        .http
+        .get(gw.at(&path))
+        .bearer_auth(crate::harness::TOKEN)
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(hit.headers()["x-cache"], "HIT");
+    let line = redis
+        .cli(&["CLIENT", "LIST", "ID", &id.to_string()])
+        .to_string();
+    assert!(
+        line.contains(" cmd=evalsha ") || line.contains(" cmd=eval "),
+        "the cache read ran elsewhere; the multiplexed connection: {line}"
+    );
+}

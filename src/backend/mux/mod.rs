@@ -4,7 +4,8 @@
 //! commands per read at 50 concurrent callers and the gateway pays fred's
 //! per-command bookkeeping (options, timers, routing). On a plain single node
 //! (`redis://`, `rediss://` or `redis+unix://`) restash uses these connections
-//! instead for every shared command: each [`link`] writes every command queued
+//! instead for every shared command, whatever its target (the cache API addresses
+//! its commands by hash slot; on one node that is the node): each [`link`] writes every command queued
 //! since its last write in one system call and matches replies in order.
 //! Clusters, Sentinel and transactions stay on fred.
 //! `RESTASH_REDIS_MULTIPLEXER=fred` turns this off.
