@@ -138,6 +138,31 @@ impl Cache {
         .await
     }
 
+    /// A read that takes no lease and will not wait: the server's clock and the entry
+    /// as two plain commands (`TIME`, `HMGET`) instead of the lookup script, which costs
+    /// Redis several times as much. Another caller's lease reads as a miss, which is
+    /// how a read that does not wait answers it anyway.
+    pub async fn peek(&self, backend: &Backend, keys: &EntryKeys) -> Result<Lookup, CacheError> {
+        let target = Target::Slot(key_slot(&keys.value));
+        let fields = ["d", "c", "a", "f", "s", "e"].map(|f| Bytes::from_static(f.as_bytes()));
+        let mut hmget = Vec::with_capacity(2 + fields.len());
+        hmget.push(Bytes::from_static(b"HMGET"));
+        hmget.push(keys.value.clone());
+        hmget.extend(fields);
+        let commands = vec![
+            (vec![Bytes::from_static(b"TIME")], target.clone()),
+            (hmget, target),
+        ];
+        let frames = self
+            .bounded(async { Ok(backend.pipeline_on(commands).await?) })
+            .await?;
+        let [time, entry] = &frames[..] else {
+            return Err(CacheError::Reply("lookup"));
+        };
+        decode_peek(checked(time.clone())?, checked(entry.clone())?)
+            .ok_or(CacheError::Reply("lookup"))
+    }
+
     /// Stores a value. With a token, only while it holds the lease and no matching
     /// invalidation happened since the lease was granted. Any write ends the lease.
     pub async fn fill(
@@ -774,6 +799,37 @@ pub fn decode_lookup(frame: &Frame) -> Option<Lookup> {
     }
 }
 
+/// [`Cache::peek`]'s replies: `TIME` (seconds, microseconds) and the entry's fields
+/// in the order of the lookup script (`d c a f s e`), judged as the script judges them.
+fn decode_peek(time: Frame, entry: Frame) -> Option<Lookup> {
+    let (Frame::Array { data: time, .. }, Frame::Array { data: fields, .. }) = (time, entry) else {
+        return None;
+    };
+    let now = unsigned(time.first()?)? * 1000 + unsigned(time.get(1)?)? / 1000;
+    let Some(data) = bytes_of(fields.first()?) else {
+        return Some(Lookup::Miss { granted: false });
+    };
+    let entry = Entry {
+        data,
+        content_type: bytes_of(fields.get(1)?)?,
+        stored_at: unsigned(fields.get(2)?)?,
+        fresh_until: unsigned(fields.get(3)?)?,
+        stale_until: unsigned(fields.get(4)?)?,
+        etag: bytes_of(fields.get(5)?)?,
+    };
+    Some(if now >= entry.stale_until {
+        Lookup::Miss { granted: false }
+    } else if now < entry.fresh_until {
+        Lookup::Hit { entry, now }
+    } else {
+        Lookup::Stale {
+            entry,
+            now,
+            granted: false,
+        }
+    })
+}
+
 /// The reply of the log check script.
 fn decode_log_view(frame: Frame) -> Option<LogView> {
     let Frame::Array { data, .. } = frame else {
@@ -839,6 +895,49 @@ mod tests {
             None
         );
         assert_eq!(decode_lookup(&bulk("hit")), None);
+    }
+
+    #[test]
+    fn peek_replies_are_judged_like_the_lookup_script() {
+        // TIME: 2 s and 500,000 µs, so now = 2,500 ms.
+        let time = || array(vec![bulk("2"), bulk("500000")]);
+        let entry = |fresh: &'static str, stale: &'static str| {
+            array(vec![
+                bulk("v"),
+                bulk("text/plain"),
+                bulk("1000"),
+                bulk(fresh),
+                bulk(stale),
+                bulk("\"e\""),
+            ])
+        };
+        let Some(Lookup::Hit { entry: hit, now }) = decode_peek(time(), entry("2501", "3000"))
+        else {
+            panic!("not a hit")
+        };
+        assert_eq!(
+            (now, &hit.data[..], hit.fresh_until),
+            (2_500, &b"v"[..], 2_501)
+        );
+        assert!(matches!(
+            decode_peek(time(), entry("2500", "3000")),
+            Some(Lookup::Stale {
+                granted: false,
+                now: 2_500,
+                ..
+            })
+        ));
+        assert_eq!(
+            decode_peek(time(), entry("2000", "2500")),
+            Some(Lookup::Miss { granted: false })
+        );
+        let missing = array((0..6).map(|_| Frame::Null).collect());
+        assert_eq!(
+            decode_peek(time(), missing),
+            Some(Lookup::Miss { granted: false })
+        );
+        assert_eq!(decode_peek(time(), bulk("x")), None);
+        assert_eq!(decode_peek(time(), entry("soon", "3000")), None);
     }
 
     #[test]

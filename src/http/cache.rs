@@ -133,7 +133,11 @@ async fn get(
             None => None,
         };
         let lease = params.lease.zip(token.as_ref());
-        let first = cache.lookup(backend, &keys, lease).await?;
+        let first = if lease.is_none() && params.wait.is_zero() {
+            cache.peek(backend, &keys).await?
+        } else {
+            cache.lookup(backend, &keys, lease).await?
+        };
         if first != Lookup::Held || params.wait.is_zero() {
             return Ok((first, token));
         }

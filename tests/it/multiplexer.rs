@@ -200,6 +200,7 @@ async fn cache_commands_use_the_multiplexed_connections() {
     assert_eq!(status, 200, "{body}");
     let id = body["result"].as_i64().expect("an id");
     let path = format!("/cache/{}/k", prefix().trim_end_matches(':'));
+    let last_command = || redis.cli(&["CLIENT", "LIST", "ID", &id.to_string()]);
     let put = gw
         .http
         .put(gw.at(&format!("{path}?ttl=60")))
@@ -209,6 +210,11 @@ async fn cache_commands_use_the_multiplexed_connections() {
         .await
         .expect("put");
     assert_eq!(put.status(), 200);
+    let line = last_command();
+    assert!(
+        line.contains(" cmd=evalsha ") || line.contains(" cmd=eval "),
+        "the cache write ran elsewhere; the multiplexed connection: {line}"
+    );
     let hit = gw
         .http
         .get(gw.at(&path))
@@ -217,11 +223,9 @@ async fn cache_commands_use_the_multiplexed_connections() {
         .await
         .expect("get");
     assert_eq!(hit.headers()["x-cache"], "HIT");
-    let line = redis
-        .cli(&["CLIENT", "LIST", "ID", &id.to_string()])
-        .to_string();
+    let line = last_command();
     assert!(
-        line.contains(" cmd=evalsha ") || line.contains(" cmd=eval "),
+        line.contains(" cmd=hmget "),
         "the cache read ran elsewhere; the multiplexed connection: {line}"
     );
 }
