@@ -198,6 +198,8 @@ impl PubSubHub {
         let timing = Timing {
             connect: settings.connect_timeout,
             reconnect_max: settings.reconnect_max_delay,
+            probe_after: settings.keepalive,
+            probe_reply: settings.command_timeout,
         };
         let shards = (0..settings.connections.max(1))
             .map(|_| {

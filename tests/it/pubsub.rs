@@ -924,3 +924,44 @@ async fn shutdown_ends_every_stream() {
     eprintln!("shutdown with open streams took {:?}", started.elapsed());
     assert!(started.elapsed() < Duration::from_secs(3));
 }
+
+/// A subscriber connection to a Redis that stops answering while its TCP connection
+/// stays up is found by a PING after `RESTASH_SSE_KEEPALIVE_MS` of silence and
+/// replaced once Redis answers again; the stream goes on. Before, restash stayed on
+/// the hung connection for as long as TCP did.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_subscriber_connection_is_replaced() {
+    let redis = RedisServer::start();
+    let mut config = test_config(&redis.url());
+    config.sse_keepalive = Duration::from_millis(200);
+    config.command_timeout = Duration::from_millis(300);
+    let gw = Gateway::start_with(config).await;
+    let channel = format!("{}hung", prefix());
+    let mut events = Events::open(stream(&gw, &format!("/subscribe/{channel}"))).await;
+    assert_eq!(events.data().await, format!("subscribe,{channel},1"));
+    let subscriber = || {
+        connections(&redis)
+            .iter()
+            .find(|l| l.contains(" name=restash:pubsub "))
+            .and_then(|l| l.split(' ').next().map(str::to_string))
+    };
+    let before = subscriber().expect("a subscriber connection");
+    // Redis runs no command of any client for a second; connections stay open.
+    assert_eq!(redis.cli(&["CLIENT", "PAUSE", "1000", "ALL"]), "OK");
+    eventually(
+        "a new subscriber connection",
+        Duration::from_secs(5),
+        || subscriber().is_some_and(|now| now != before),
+    )
+    .await;
+    assert_eq!(named(&redis, "restash:pubsub"), 1);
+    // Subscribed again: messages flow on the same stream.
+    eventually(
+        "the channel to be subscribed again",
+        Duration::from_secs(2),
+        || numsub(&redis, &channel) == 1,
+    )
+    .await;
+    redis.cli(&["PUBLISH", &channel, "after"]);
+    assert_eq!(events.data().await, format!("message,{channel},after"));
+}

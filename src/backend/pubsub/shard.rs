@@ -10,6 +10,10 @@
 //! each stream's bounded buffer with `try_send`: a full buffer cuts that stream off,
 //! so a slow reader never slows the connection or grows memory.
 //!
+//! A connection that has been silent for [`Timing::probe_after`] is sent a `PING`;
+//! when nothing arrives within [`Timing::probe_reply`] it counts as broken, so a hung
+//! server (or a peer gone behind a live TCP path) is found as a closed one is.
+//!
 //! A broken connection is reopened and every topic subscribed again
 //! ([`Recovery::Resubscribe`]), except on a cluster node's sharded link
 //! ([`Recovery::EndStreams`]): there the streams end, since the node may no longer own
@@ -23,6 +27,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::link::{Endpoint, Link, LinkError};
@@ -85,6 +90,11 @@ pub struct Timing {
     pub connect: Duration,
     /// Cap of the delay between reconnection attempts.
     pub reconnect_max: Duration,
+    /// A connection silent this long is sent a `PING`.
+    pub probe_after: Duration,
+    /// Longest wait for anything from Redis after that `PING`; then the connection
+    /// counts as broken (a hung server, or a peer that vanished behind a live TCP path).
+    pub probe_reply: Duration,
 }
 
 /// A subscriber connection and its topic table.
@@ -477,7 +487,7 @@ async fn run(
         match connected {
             Ok(link) => {
                 delay = first_delay;
-                match session(link, &shared, &mut changes, &shutdown).await {
+                match session(link, &shared, &mut changes, &shutdown, timing).await {
                     SessionEnd::Exit => return,
                     SessionEnd::Idle => {}
                     SessionEnd::Broken(error) if recovery.ends_streams() => {
@@ -508,6 +518,7 @@ async fn session(
     shared: &Shared,
     changes: &mut mpsc::UnboundedReceiver<Change>,
     shutdown: &CancellationToken,
+    timing: Timing,
 ) -> SessionEnd {
     let mut expects = VecDeque::new();
     for (key, generation) in shared.snapshot(changes) {
@@ -521,6 +532,12 @@ async fn session(
     if let Err(error) = link.flush().await {
         return SessionEnd::Broken(error);
     }
+    // Liveness: the timer is moved only when it fires (not on every frame), to the
+    // end of the silence that the last frame began, or to a PING's reply deadline.
+    let mut last_heard = Instant::now();
+    let mut probed = false;
+    let probe = tokio::time::sleep_until(last_heard + timing.probe_after);
+    tokio::pin!(probe);
     loop {
         if shared.is_idle() {
             // Closing the connection unsubscribes everything at once.
@@ -530,9 +547,34 @@ async fn session(
         tokio::select! {
             _ = shutdown.cancelled() => return SessionEnd::Exit,
             reply = link.read() => match reply {
-                Ok(reply) => handle(reply, shared, &mut expects),
+                Ok(reply) => {
+                    last_heard = Instant::now();
+                    if probed {
+                        probed = false;
+                        probe.as_mut().reset(last_heard + timing.probe_after);
+                    }
+                    handle(reply, shared, &mut expects);
+                }
                 Err(error) => return SessionEnd::Broken(error),
             },
+            _ = &mut probe => {
+                if probed {
+                    return SessionEnd::Broken(LinkError::Timeout(timing.probe_reply.as_millis()));
+                }
+                let quiet_until = last_heard + timing.probe_after;
+                if quiet_until > Instant::now() {
+                    probe.as_mut().reset(quiet_until);
+                    continue;
+                }
+                // Answered with a `pong` frame (ignored by `handle`), or `+PONG`
+                // when no subscription is left.
+                link.queue(&[b"PING"]);
+                if let Err(error) = link.flush().await {
+                    return SessionEnd::Broken(error);
+                }
+                probed = true;
+                probe.as_mut().reset(Instant::now() + timing.probe_reply);
+            }
             change = changes.recv() => {
                 let Some(change) = change else {
                     return SessionEnd::Exit;
