@@ -19,7 +19,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use fred::clients::Client;
 use fred::error::{Error as FredError, ErrorKind};
-use fred::interfaces::ClientLike;
+use fred::interfaces::{ClientLike, ClusterInterface};
 use fred::types::config::Options;
 use fred::types::{Builder, ClusterHash, CustomCommand, Value};
 use tokio::sync::{Mutex, OnceCell, OwnedMutexGuard, Semaphore};
@@ -232,10 +232,22 @@ impl Pool {
         caller: &mut Reply,
     ) -> Result<Frame, BackendError> {
         let timeout = options.timeout.unwrap_or_default();
+        let slot = match options.cluster_hash {
+            Some(ClusterHash::Custom(slot)) => Some(slot),
+            _ => None,
+        };
         let (command, values) = to_custom(args);
-        let client = client.with_options(options);
         let mut redirects = 0;
         loop {
+            // On a cluster, the node that owns the slot now (by this connection's slot
+            // map): CLIENT ID, the command and any CLIENT UNBLOCK all go to it.
+            let node =
+                slot.and_then(|slot| client.cached_cluster_state()?.get_server(slot).cloned());
+            let pinned = Options {
+                cluster_node: node.clone(),
+                ..options.clone()
+            };
+            let client = client.with_options(&pinned);
             let id = client_id(&client, timeout).await?;
             let reply = client.custom_raw(command.clone(), values.clone());
             tokio::pin!(reply);
@@ -246,20 +258,29 @@ impl Pool {
             };
             let result = match early {
                 Some(Err(error)) if super::is_redirect(&error) => {
-                    if redirects < super::REDIRECT_RETRIES {
-                        redirects += 1;
-                        continue;
+                    if redirects == super::REDIRECT_RETRIES {
+                        return Err(BackendError::Unavailable(format!(
+                            "the cluster redirected the command {} times (is its hash slot \
+                             being migrated?); try again",
+                            redirects + 1
+                        )));
                     }
-                    Err(error)
+                    if caller.is_closed() || self.shutdown.is_cancelled() {
+                        return Err(BackendError::Unavailable(
+                            "the blocking command was abandoned".into(),
+                        ));
+                    }
+                    redirects += 1;
+                    continue;
                 }
                 Some(Ok(frame)) => Ok(frame),
                 Some(Err(error)) => {
                     // Timed out or failed: make sure Redis is not still holding it.
-                    self.unblock(id, &options.cluster_hash).await;
+                    self.unblock(id, &pinned).await;
                     Err(error)
                 }
                 None => {
-                    self.unblock(id, &options.cluster_hash).await;
+                    self.unblock(id, &pinned).await;
                     reply.await
                 }
             };
@@ -267,8 +288,9 @@ impl Pool {
         }
     }
 
-    /// `CLIENT UNBLOCK id` on the node that holds the blocked connection.
-    async fn unblock(&self, id: Option<i64>, hash: &Option<ClusterHash>) {
+    /// `CLIENT UNBLOCK id` on the node that holds the blocked connection (`to`'s
+    /// node, or its slot's).
+    async fn unblock(&self, id: Option<i64>, to: &Options) {
         let Some(id) = id else { return };
         let control = match self.control.get_or_try_init(|| self.connect()).await {
             Ok(control) => control,
@@ -280,7 +302,8 @@ impl Pool {
         let options = Options {
             max_attempts: Some(1),
             fail_fast: true,
-            cluster_hash: hash.clone(),
+            cluster_node: to.cluster_node.clone(),
+            cluster_hash: to.cluster_hash.clone(),
             ..Options::default()
         };
         let command = CustomCommand::new("CLIENT", ClusterHash::FirstKey, false);

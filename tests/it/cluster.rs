@@ -730,3 +730,54 @@ async fn blocking_commands_follow_a_moved_slot() {
         "the first blocking command after the move"
     );
 }
+
+/// A blocking command whose caller goes away is released (`CLIENT UNBLOCK`) on the
+/// node it blocks on, also after its slot moved: the unblock used the control
+/// connection's old slot map, went to the old owner, and the forgotten BLPOP then
+/// popped the next item pushed, for nobody.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_abandoned_blocking_command_is_released_after_a_reshard() {
+    let cluster = tokio::task::block_in_place(|| RedisCluster::start(3, 0));
+    let mut config = crate::harness::test_config(&cluster.url());
+    config.blocking = true;
+    let gw = Gateway::start_with(config).await;
+    let key = format!("{}abandoned", prefix());
+    let slot = restash::routing::key_slot(key.as_bytes());
+    let abandon = |wait_ms: u64| {
+        gw.http
+            .post(gw.at("/"))
+            .bearer_auth(crate::harness::TOKEN)
+            .timeout(std::time::Duration::from_millis(wait_ms))
+            .body(json!(["BLPOP", key, 5]).to_string())
+            .send()
+    };
+    let blocked_on = |node: usize| -> u64 {
+        cluster.nodes[node]
+            .cli(&["INFO", "clients"])
+            .lines()
+            .find_map(|l| l.strip_prefix("blocked_clients:"))
+            .and_then(|n| n.trim().parse().ok())
+            .expect("blocked_clients")
+    };
+    // Abandoned once before the move: the control connection learns the slot map.
+    assert!(abandon(300).await.is_err(), "the caller gave up");
+    let to = (cluster.owner_of(slot) + 1) % 3;
+    cluster.move_slot(slot, to).await;
+    assert!(abandon(500).await.is_err(), "the caller gave up");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    while blocked_on(to) != 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the abandoned BLPOP still blocks on the new owner"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        gw.command(json!(["RPUSH", key, "kept"])).await,
+        (200, json!({"result": 1}))
+    );
+    assert_eq!(
+        gw.command(json!(["LLEN", key])).await,
+        (200, json!({"result": 1}))
+    );
+}
