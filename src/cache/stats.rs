@@ -4,7 +4,8 @@
 //! The Redis counters are not written per event: each process adds up its events in
 //! [`Pending`] and sends them as one pipeline of `HINCRBY` every [`FLUSH_INTERVAL`],
 //! before it answers a stats request, and at shutdown. A cache hit thus costs Redis one
-//! command, not two; another instance's events show up within the interval.
+//! command, not two; another instance's events show up within the interval. A pipeline
+//! that fails is not sent again (some of it may have run): the counts are at most once.
 //!
 //! The counter is `restash_cache_events_total{namespace, event}`. Namespaces are chosen by
 //! operators, not by callers' data, but a caller with a token could still invent many; so each
@@ -58,6 +59,11 @@ impl Event {
         Event::Bypass,
     ];
 
+    /// The position of the event in [`Event::ALL`] (and in per-event arrays).
+    pub const fn index(self) -> usize {
+        self as usize
+    }
+
     /// The `event` label value.
     pub fn label(self) -> &'static str {
         match self {
@@ -90,6 +96,16 @@ impl Event {
     }
 }
 
+// Per-event arrays are indexed by `Event::index`, so `ALL` must list the events in
+// their declaration order.
+const _: () = {
+    let mut i = 0;
+    while i < Event::ALL.len() {
+        assert!(Event::ALL[i].index() == i);
+        i += 1;
+    }
+};
+
 /// Event counts of this process not yet added to the shared Redis counters.
 #[derive(Default)]
 pub struct Pending {
@@ -111,10 +127,10 @@ impl Pending {
             return;
         };
         match counts.get_mut(ns) {
-            Some(row) => row[event as usize] += n,
+            Some(row) => row[event.index()] += n,
             None => {
                 let mut row = [0; Event::ALL.len()];
-                row[event as usize] = n;
+                row[event.index()] = n;
                 counts.insert(ns.clone(), row);
             }
         }
@@ -131,8 +147,8 @@ impl Pending {
             .flat_map(|(ns, row)| {
                 Event::ALL
                     .iter()
-                    .filter(move |e| row[**e as usize] > 0)
-                    .map(move |e| (ns.clone(), *e, row[*e as usize]))
+                    .filter(move |e| row[e.index()] > 0)
+                    .map(move |e| (ns.clone(), *e, row[e.index()]))
             })
             .collect()
     }
@@ -172,17 +188,17 @@ impl Labels {
             return;
         };
         if let Some(counters) = seen.get(namespace) {
-            counters[event as usize].increment(1);
+            counters[event.index()].increment(1);
             return;
         }
         if seen.len() < self.cap {
             let counters = register(namespace);
-            counters[event as usize].increment(1);
+            counters[event.index()].increment(1);
             seen.insert(namespace.to_string(), counters);
             return;
         }
         drop(seen);
-        self.other.get_or_init(|| register(OTHER_LABEL))[event as usize].increment(1);
+        self.other.get_or_init(|| register(OTHER_LABEL))[event.index()].increment(1);
     }
 }
 

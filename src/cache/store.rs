@@ -479,8 +479,8 @@ impl Cache {
     }
 
     /// Adds this process's pending event counts to the shared Redis counters, as one
-    /// pipeline of `HINCRBY`. Counts that did not reach Redis (it is down) are kept for
-    /// the next flush.
+    /// pipeline of `HINCRBY`. At most once: when the pipeline fails, some commands may
+    /// have run and others not, so its counts are dropped rather than sent again.
     pub async fn flush_stats(&self, backend: &Backend) {
         let _one_at_a_time = self.flushing.lock().await;
         let counts = self.pending.take();
@@ -502,25 +502,22 @@ impl Cache {
             })
             .collect();
         match backend.pipeline_on(commands).await {
-            Ok(_) => {}
-            Err(error) => {
-                tracing::debug!(%error, "cache event counts kept for the next flush");
-                for (ns, event, n) in counts {
-                    self.pending.add_many(&ns, event, n);
+            Ok(replies) => {
+                if let Some(text) = replies.iter().find_map(error_text) {
+                    tracing::debug!(error = %text, "Redis refused some cache event counts");
                 }
             }
+            Err(error) => tracing::debug!(%error, "cache event counts dropped"),
         }
     }
 
-    /// The namespace's counters, shared by every instance, as JSON (this process's
-    /// pending counts are written first).
+    /// The namespace's counters, shared by every instance, as JSON (callers write
+    /// this process's pending counts first: [`Cache::flush_stats`]).
     pub async fn stats(
         &self,
         backend: &Backend,
         ns: &Namespace,
     ) -> Result<serde_json::Value, CacheError> {
-        // Not bounded by the cache timeout: cut short, a flush would lose its counts.
-        self.flush_stats(backend).await;
         let frame = self
             .bounded(run(
                 backend,

@@ -288,6 +288,11 @@ async fn stats(
     query: Option<&str>,
 ) -> Result<Response, ApiError> {
     params::parse_none(query)?;
+    // This process's pending counts first, in a task of their own: a request that is
+    // cut short (timeout, reset) must not cut a flush short, which would lose them.
+    let flushing = state.clone();
+    let flush = tokio::spawn(async move { flushing.cache().flush_stats(flushing.backend()).await });
+    let _ = flush.await;
     let stats = cache(state)
         .stats(state.backend(), ns)
         .await
