@@ -851,8 +851,11 @@ where
                             HeaderValue::from_static("application/json"),
                         );
                         self.write_head(msg, Some(BodyLength::Known(body.len() as u64)));
-                        self.io.headers_buf().extend_from_slice(body);
-                        self.state.writing = Writing::Closed;
+                        // Only after a head that was written (it expects this body).
+                        if let Writing::Body(_) = self.state.writing {
+                            self.io.headers_buf().extend_from_slice(body);
+                            self.state.writing = Writing::Closed;
+                        }
                     }
                     None => self.write_head(msg, None),
                 }
