@@ -254,7 +254,7 @@ impl Link {
                     continue;
                 }
             };
-            if let Reply::Array(Some(items)) = reply {
+            if let Reply::Array(Some(items)) = &reply {
                 let text = |i: usize| {
                     items
                         .get(i)
@@ -265,7 +265,13 @@ impl Link {
                     return Ok(Server::new(host, port));
                 }
             }
-            last = LinkError::Refused(format!("sentinel does not know the service {service}"));
+            last = match reply {
+                Reply::Error(text) => LinkError::Refused(format!(
+                    "sentinel refused SENTINEL GET-MASTER-ADDR-BY-NAME: {}",
+                    String::from_utf8_lossy(&text)
+                )),
+                _ => LinkError::Refused(format!("sentinel does not know the service {service}")),
+            };
         }
         Err(last)
     }
