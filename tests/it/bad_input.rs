@@ -591,7 +591,6 @@ async fn try_send_chunked(
     read_answer(stream).await
 }
 
-/// Reads a whole `Connection: close` answer: status and JSON body.
 /// Requests hyper refuses before restash sees them (a URL over 64 KiB, too many
 /// headers, a malformed header or request line) are answered in the JSON error shape
 /// too. hyper as published sends these with an empty body, which the SDKs fail to
@@ -637,6 +636,7 @@ async fn requests_hyper_cannot_parse_get_json_errors() {
     }
 }
 
+/// Reads a whole `Connection: close` answer: status and JSON body.
 async fn read_answer(mut stream: tokio::net::TcpStream) -> Result<(u16, Value), std::io::Error> {
     use tokio::io::AsyncReadExt;
     let mut answer = Vec::new();

@@ -439,9 +439,17 @@ impl SentinelSet {
         let dir =
             std::env::temp_dir().join(format!("restash-sentinel-{:08x}", rand::random::<u32>()));
         std::fs::create_dir_all(&dir).expect("sentinel dir");
-        let primary = RedisServer::start();
-        let replica =
-            RedisServer::start_with(&["--replicaof", "127.0.0.1", &primary.port.to_string()]);
+        // The replica writes the primary's snapshot to its working directory: keep it
+        // in the set's own directory, not the crate's.
+        let dir_arg = dir.to_str().expect("utf-8 path").to_string();
+        let primary = RedisServer::start_with(&["--dir", &dir_arg]);
+        let replica = RedisServer::start_with(&[
+            "--replicaof",
+            "127.0.0.1",
+            &primary.port.to_string(),
+            "--dir",
+            &dir_arg,
+        ]);
         let sentinels = (0..3)
             .map(|i| {
                 let conf = dir.join(format!("sentinel-{i}.conf"));
