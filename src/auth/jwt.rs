@@ -130,6 +130,31 @@ pub struct Claims {
     /// Rate limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate: Option<RateClaim>,
+    /// Every other claim (`exp`, `iss`, an identity provider's own): ignored, but
+    /// looked at for near misses of the scope's names.
+    #[serde(flatten, skip_serializing)]
+    pub others: std::collections::HashMap<String, serde_json::Value>,
+}
+
+/// The scope's claim names.
+const SCOPE_CLAIMS: [&str; 5] = ["mode", "prefixes", "backend", "commands", "rate"];
+
+/// A claim that looks like a misspelt scope claim (another case, or singular or plural:
+/// `prefix`, `Prefixes`, `command`, `rates`): a token carrying one would otherwise be
+/// taken as unrestricted.
+fn near_miss(claim: &str) -> Option<&'static str> {
+    fn forms(word: &str) -> [&str; 3] {
+        [
+            word,
+            word.strip_suffix('s').unwrap_or(word),
+            word.strip_suffix("es").unwrap_or(word),
+        ]
+    }
+    let lower = claim.to_ascii_lowercase();
+    let claim_forms = forms(&lower);
+    SCOPE_CLAIMS
+        .into_iter()
+        .find(|name| forms(name).iter().any(|f| claim_forms.contains(f)))
 }
 
 /// `commands` claim.
@@ -158,6 +183,15 @@ pub struct RateClaim {
 impl Claims {
     /// The scope these claims grant.
     pub fn to_scope(&self) -> Result<Scope, String> {
+        if let Some((claim, meant)) = self
+            .others
+            .keys()
+            .find_map(|claim| near_miss(claim).map(|meant| (claim, meant)))
+        {
+            return Err(format!(
+                "claim {claim:?} is not a scope claim; did you mean {meant:?}?"
+            ));
+        }
         let commands = self.commands.clone().unwrap_or_default();
         let doc = ScopeDoc {
             mode: self.mode.clone(),
@@ -400,6 +434,34 @@ mod tests {
         assert_eq!(scope.mode, crate::policy::scope::Mode::ReadOnly);
         assert_eq!(scope.commands.deny, vec!["keys".to_string()]);
         assert_eq!(scope.rate.unwrap().burst, 5);
+    }
+
+    #[test]
+    fn misspelt_scope_claims_refuse_the_token_and_other_claims_are_ignored() {
+        let v = verifier(None, None);
+        let with = |extra: serde_json::Value| {
+            let mut claims = serde_json::json!({"sub": "shop", "exp": now() + 60});
+            claims
+                .as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
+            v.verify(&hs(&claims, "s3cret"), &HashSet::new())
+        };
+        for typo in [
+            serde_json::json!({"prefix": ["shop:"]}),
+            serde_json::json!({"Prefixes": ["shop:"]}),
+            serde_json::json!({"command": {"deny": ["flushall"]}}),
+            serde_json::json!({"Mode": "read-only"}),
+            serde_json::json!({"rates": {"per_second": 5}}),
+        ] {
+            assert_eq!(
+                with(typo.clone()).err(),
+                Some(JwtRefusal::Invalid),
+                "{typo}"
+            );
+        }
+        let idp = with(serde_json::json!({"email": "a@b", "scope": "openid", "azp": "x"}));
+        assert!(idp.is_ok(), "{idp:?}");
     }
 
     #[test]

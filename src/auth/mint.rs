@@ -120,7 +120,9 @@ pub fn run(args: &[String], env: impl Fn(&str) -> Option<String>) -> Result<Stri
     };
     let key = match (algorithm, options.key) {
         (Algorithm::HS256, None) => {
+            // Trimmed as the gateway trims it (a secret file's final newline).
             let secret = env("RESTASH_JWT_SECRET")
+                .map(|s| s.trim().to_string())
                 .filter(|s| !s.is_empty())
                 .ok_or_else(|| MintError::Key("HS256 needs RESTASH_JWT_SECRET".into()))?;
             EncodingKey::from_secret(secret.as_bytes())
@@ -278,5 +280,26 @@ mod tests {
         assert_eq!(seconds("15m").unwrap(), 900);
         assert_eq!(seconds("30d").unwrap(), 2_592_000);
         assert_eq!(seconds("42").unwrap(), 42);
+    }
+
+    #[test]
+    fn the_secret_is_trimmed_as_the_gateway_trims_it() {
+        let token = run(&args(&["--sub", "x"]), |name| {
+            (name == "RESTASH_JWT_SECRET").then(|| "k\n".to_string())
+        })
+        .unwrap();
+        let verifier = super::super::jwt::JwtVerifier::load(&super::super::jwt::JwtSettings {
+            secret: Some("k".into()),
+            ..Default::default()
+        })
+        .unwrap()
+        .unwrap();
+        assert!(verifier.verify(&token, &HashSet::new()).is_ok());
+        // Admin mode with prefixes is refused, as in the token file.
+        let refused = run(
+            &args(&["--sub", "x", "--mode", "admin", "--prefix", "a:"]),
+            |name| (name == "RESTASH_JWT_SECRET").then(|| "k".to_string()),
+        );
+        assert!(refused.is_err());
     }
 }

@@ -345,7 +345,7 @@ fn first_key(args: &[Bytes]) -> Option<&Bytes> {
     match name.as_slice() {
         b"blmpop" | b"bzmpop" => args.get(3),
         // Options walked as Redis walks them: a group named "streams" is no keyword.
-        b"xread" | b"xreadgroup" => args.get(crate::policy::prepare::streams_keyword(args)? + 1),
+        b"xread" | b"xreadgroup" => args.get(crate::routing::keys::streams_keyword(args)? + 1),
         _ => args.get(1),
     }
 }

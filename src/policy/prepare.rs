@@ -543,39 +543,8 @@ fn remove_block_option(args: &mut Vec<Bytes>) {
 /// "streams" or "block" is read as a name.
 fn block_values(args: &[Bytes]) -> Vec<usize> {
     let mut values = Vec::new();
-    walk_stream_options(args, |value| values.push(value));
+    crate::routing::keys::walk_stream_options(args, |value| values.push(value));
     values
-}
-
-/// Where XREAD/XREADGROUP's `STREAMS` keyword is, its options walked as Redis walks
-/// them (a group or consumer named "streams" is a name): the first key follows it.
-pub fn streams_keyword(args: &[Bytes]) -> Option<usize> {
-    walk_stream_options(args, |_| {})
-}
-
-/// Walks XREAD/XREADGROUP's options up to `STREAMS`, handing `on_block` the index of
-/// each `BLOCK` value; returns the index of `STREAMS`.
-fn walk_stream_options(args: &[Bytes], mut on_block: impl FnMut(usize)) -> Option<usize> {
-    let mut i = 1;
-    while i < args.len() {
-        let word = &args[i];
-        let operands = if word.eq_ignore_ascii_case(b"streams") {
-            return Some(i);
-        } else if word.eq_ignore_ascii_case(b"group") {
-            2
-        } else if word.eq_ignore_ascii_case(b"count") {
-            1
-        } else if word.eq_ignore_ascii_case(b"block") {
-            if i + 1 < args.len() {
-                on_block(i + 1);
-            }
-            1
-        } else {
-            0
-        };
-        i += 1 + operands;
-    }
-    None
 }
 
 #[cfg(test)]

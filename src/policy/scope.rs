@@ -133,6 +133,8 @@ pub enum Reason {
     Script,
     /// A command whose keys cannot be checked.
     UnknownKeys,
+    /// A key under [`RESERVED_PREFIX`] from a token that is not admin.
+    Reserved,
 }
 
 impl Reason {
@@ -147,6 +149,7 @@ impl Reason {
             Reason::WholeKeyspace => "whole_keyspace",
             Reason::Script => "script",
             Reason::UnknownKeys => "unknown_keys",
+            Reason::Reserved => "reserved",
         }
     }
 }
@@ -226,6 +229,13 @@ impl Scope {
     /// characters and apart from [`RESERVED_PREFIX`], rule entries are non-empty, the
     /// rate is positive.
     pub fn validate(&self) -> Result<(), String> {
+        if self.mode == Mode::Admin && self.is_prefixed() {
+            return Err(
+                "mode \"admin\" cannot be combined with prefixes: administrative commands \
+                 (CONFIG, SLOWLOG, DEBUG, …) reach every tenant's data"
+                    .into(),
+            );
+        }
         for prefix in &self.prefixes {
             if prefix.is_empty() {
                 return Err("a prefix may not be empty".into());
@@ -305,9 +315,35 @@ pub fn authorize(
         });
     }
     if !scope.is_prefixed() {
+        if scope.mode == Mode::Standard {
+            keep_out_of_reserved(&command, info)?;
+        }
         return Ok(command);
     }
     confine(scope, command, &name, acl_name, info)
+}
+
+/// Refuses keys under [`RESERVED_PREFIX`] to a standard token without prefixes: they
+/// hold the shared rate limits (a limited token could reset its own) and the cache's
+/// entries, leases and logs, which only the cache API may change.
+fn keep_out_of_reserved(command: &Command, info: Option<&CommandInfo>) -> Result<(), Denied> {
+    let Some(positions) = info.and_then(|i| key_positions(&i.key_specs, &command.args)) else {
+        return Ok(());
+    };
+    match positions
+        .into_iter()
+        .filter_map(|p| command.args.get(p))
+        .find(|key| key.starts_with(RESERVED_PREFIX))
+    {
+        Some(key) => Err(outside(
+            Reason::Reserved,
+            format!(
+                "key '{}' is under 'restash:', where restash keeps its own data (cache, shared rate limits); only admin tokens may touch it",
+                String::from_utf8_lossy(key)
+            ),
+        )),
+        None => Ok(()),
+    }
 }
 
 fn no_permission(reason: Reason, acl_name: &str) -> Denied {
@@ -440,6 +476,16 @@ fn confine(
     };
     if positions.is_empty() && is("@keyspace") && acl_name != "object|help" {
         return Err(whole_keyspace(acl_name, "it reaches the whole keyspace"));
+    }
+    if positions.is_empty() && (info.has_flag("module") || info.has_flag("movablekeys")) {
+        // A module command without key specs (RediSearch's FT.SEARCH reads every
+        // hash its index covers), or a command whose keys move and were not found.
+        return Err(outside(
+            Reason::UnknownKeys,
+            format!(
+                "the keys of '{acl_name}' cannot be told from its arguments, so it is refused for tokens with key prefixes"
+            ),
+        ));
     }
     for position in positions {
         let key = command
@@ -785,8 +831,30 @@ mod tests {
         ])
     }
 
+    fn flagged(name: &str, flags: &[&str], acl: &[&str]) -> Frame {
+        array(vec![
+            bulk(name.to_string()),
+            int(-1),
+            array(flags.iter().map(|f| bulk(f.to_string())).collect()),
+            int(0),
+            int(0),
+            int(0),
+            array(acl.iter().map(|c| bulk(c.to_string())).collect()),
+            array(vec![]),
+            array(vec![]),
+            array(vec![]),
+        ])
+    }
+
     fn table() -> CommandTable {
         CommandTable::from_frame(&array(vec![
+            // RediSearch registers its commands without key specs.
+            flagged("ft.search", &["readonly", "module"], &["@read"]),
+            flagged(
+                "xreadgroup",
+                &["write", "blocking", "movablekeys"],
+                &["@write", "@stream"],
+            ),
             entry(
                 "get",
                 &["@read", "@string"],
@@ -980,6 +1048,75 @@ mod tests {
             allowed(&s, &["SORT", "a:l", "BOGUS"]),
             Err(Reason::UnknownKeys)
         );
+    }
+
+    #[test]
+    fn keyless_module_commands_are_refused_to_prefixed_tokens() {
+        assert_eq!(
+            allowed(&tenant(&["shop:"]), &["FT.SEARCH", "idx", "*"]),
+            Err(Reason::UnknownKeys)
+        );
+        assert!(allowed(
+            &Scope::unrestricted("s", Mode::Standard),
+            &["FT.SEARCH", "idx", "*"]
+        )
+        .is_ok());
+    }
+
+    #[test]
+    fn xreadgroup_keys_are_found_as_redis_finds_them() {
+        // A prefix that is a prefix of "streams": the group and consumer named
+        // "streams" are not keys; "orders:q" is, and lies outside.
+        let s = tenant(&["s"]);
+        let sneaky = [
+            "XREADGROUP",
+            "COUNT",
+            "1",
+            "GROUP",
+            "workers",
+            "streams",
+            "STREAMS",
+            "orders:q",
+            ">",
+        ];
+        assert_eq!(allowed(&s, &sneaky), Err(Reason::OutsidePrefix));
+        let fine = [
+            "XREADGROUP",
+            "GROUP",
+            "streams",
+            "streams",
+            "STREAMS",
+            "s:q",
+            ">",
+        ];
+        assert!(allowed(&s, &fine).is_ok());
+    }
+
+    #[test]
+    fn standard_tokens_without_prefixes_keep_out_of_restash_keys() {
+        let standard = Scope::unrestricted("s", Mode::Standard);
+        assert_eq!(
+            allowed(&standard, &["DEL", "restash:rate:{jwt:partner}"]),
+            Err(Reason::Reserved)
+        );
+        assert_eq!(
+            allowed(&standard, &["GET", "restash:cache:v:{ns:k}"]),
+            Err(Reason::Reserved)
+        );
+        assert!(allowed(&standard, &["GET", "restashed"]).is_ok());
+        for trusted in [Mode::Admin, Mode::ReadOnly] {
+            let scope = Scope::unrestricted("t", trusted);
+            assert!(allowed(&scope, &["GET", "restash:cache:v:{ns:k}"]).is_ok());
+        }
+    }
+
+    #[test]
+    fn admin_mode_cannot_have_prefixes() {
+        let mut admin = tenant(&["shop:"]);
+        admin.mode = Mode::Admin;
+        assert!(admin.validate().unwrap_err().contains("admin"));
+        admin.prefixes.clear();
+        assert!(admin.validate().is_ok());
     }
 
     #[test]

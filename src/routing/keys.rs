@@ -131,6 +131,14 @@ fn parse_find(frame: &Frame) -> Option<FindKeys> {
 /// the specs cannot tell (unknown or incomplete: ask the server).
 pub fn key_positions(specs: &[KeySpec], args: &[Bytes]) -> Option<Vec<usize>> {
     let argc = args.len();
+    let name = args.first().map(|n| &n[..]).unwrap_or_default();
+    if name.eq_ignore_ascii_case(b"xread") || name.eq_ignore_ascii_case(b"xreadgroup") {
+        // Their specs take the first `STREAMS` after a fixed index, which may be a
+        // group or consumer named "streams": the keys are found as Redis finds them.
+        let keyword = streams_keyword(args)?;
+        let streams = (argc - keyword - 1) / 2;
+        return Some((keyword + 1..keyword + 1 + streams).collect());
+    }
     let mut positions = Vec::new();
     for spec in specs {
         if !spec.is_resolvable() {
@@ -150,6 +158,37 @@ pub fn key_positions(specs: &[KeySpec], args: &[Bytes]) -> Option<Vec<usize>> {
         }
     }
     Some(positions)
+}
+
+/// Where XREAD/XREADGROUP's `STREAMS` keyword is, its options walked as Redis walks
+/// them (a group or consumer named "streams" is a name): the first key follows it.
+pub fn streams_keyword(args: &[Bytes]) -> Option<usize> {
+    walk_stream_options(args, |_| {})
+}
+
+/// Walks XREAD/XREADGROUP's options up to `STREAMS`, handing `on_block` the index of
+/// each `BLOCK` value; returns the index of `STREAMS`.
+pub fn walk_stream_options(args: &[Bytes], mut on_block: impl FnMut(usize)) -> Option<usize> {
+    let mut i = 1;
+    while i < args.len() {
+        let word = &args[i];
+        let operands = if word.eq_ignore_ascii_case(b"streams") {
+            return Some(i);
+        } else if word.eq_ignore_ascii_case(b"group") {
+            2
+        } else if word.eq_ignore_ascii_case(b"count") {
+            1
+        } else if word.eq_ignore_ascii_case(b"block") {
+            if i + 1 < args.len() {
+                on_block(i + 1);
+            }
+            1
+        } else {
+            0
+        };
+        i += 1 + operands;
+    }
+    None
 }
 
 /// The keyword and start of a spec that finds one key after a keyword searched

@@ -1682,6 +1682,43 @@ async fn shared_rate_limits_hold_across_instances() {
     println!("shared limit: two instances together accepted {rate:.1}/s (limit 20/s)");
 }
 
+/// A rate-limited token cannot reset its own shared bucket: standard tokens without
+/// prefixes may not touch keys under `restash:`. Before, a pipeline that deleted
+/// `restash:rate:{metered}` with every request was never limited.
+#[tokio::test]
+async fn a_limited_token_cannot_reset_its_shared_bucket() {
+    let redis = RedisServer::start();
+    let scratch = Scratch::new();
+    let file = scratch.write("tokens.toml", RATE_FILE);
+    let gw = gateway_with(&redis.url(), |c| {
+        c.tokens_file = Some(file);
+        c.rate_limit_shared = true;
+    })
+    .await;
+    let reset = json!([["DEL", "restash:rate:{metered}"], ["PING"]]).to_string();
+    let mut statuses = Vec::new();
+    for _ in 0..12 {
+        let (status, body) = gw
+            .send(
+                gw.http
+                    .post(gw.at("/pipeline"))
+                    .bearer_auth("metered-token")
+                    .body(reset.clone()),
+            )
+            .await;
+        if status == 200 {
+            let error = body[0]["error"].as_str().unwrap_or_default();
+            assert!(
+                error.starts_with("NOPERM key 'restash:rate:{metered}' is under 'restash:'"),
+                "{body}"
+            );
+            assert_eq!(body[1], json!({"result": "PONG"}));
+        }
+        statuses.push(status);
+    }
+    assert!(statuses.contains(&429), "never limited: {statuses:?}");
+}
+
 // ---------------------------------------------------------------------------------
 // Named backends, CORS
 
