@@ -157,11 +157,20 @@ impl Config {
                 reason: "expected a log filter such as info, debug or restash=debug,info",
             });
         }
+        let token = secret("RESTASH_TOKEN");
+        let readonly_token = secret("RESTASH_READONLY_TOKEN");
+        if readonly_token.is_some() && readonly_token == token {
+            return Err(ConfigError::Invalid {
+                name: "RESTASH_READONLY_TOKEN",
+                value: "<redacted>".into(),
+                reason: "it equals RESTASH_TOKEN, so it would not be read-only",
+            });
+        }
         Ok(Config {
             listen: get("RESTASH_LISTEN").unwrap_or_else(|| DEFAULT_LISTEN.to_string()),
             redis_url: get("REDIS_URL").unwrap_or_else(|| DEFAULT_REDIS_URL.to_string()),
-            token: secret("RESTASH_TOKEN"),
-            readonly_token: secret("RESTASH_READONLY_TOKEN"),
+            token,
+            readonly_token,
             command_timeout: millis("RESTASH_COMMAND_TIMEOUT_MS", 5_000)?,
             connect_timeout: millis("RESTASH_CONNECT_TIMEOUT_MS", 2_000)?,
             max_body_bytes: number(
@@ -389,6 +398,20 @@ mod tests {
             .starts_with("RESTASH_MAX_BODY_BYTES=\"ten\" is invalid"));
         assert!(config(&[("RESTASH_LOG_FORMAT", "xml")]).is_err());
         assert!(config(&[("RESTASH_REDIS_CONNECTIONS", "0")]).is_err());
+    }
+
+    #[test]
+    fn a_read_only_token_equal_to_the_token_is_refused() {
+        let err = config(&[
+            ("RESTASH_TOKEN", "same"),
+            ("RESTASH_READONLY_TOKEN", " same\n"),
+        ])
+        .unwrap_err();
+        assert!(err.to_string().contains("RESTASH_READONLY_TOKEN"), "{err}");
+        assert!(
+            !err.to_string().contains("same"),
+            "the token is not shown: {err}"
+        );
     }
 
     #[test]

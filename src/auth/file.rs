@@ -255,6 +255,11 @@ impl TokenFile {
                     ))
                 }
             };
+            if hash == digest("") {
+                return Err(invalid(
+                    "token_sha256 is the digest of the empty string, which would admit requests without a token".into(),
+                ));
+            }
             if !digests.insert(hash) {
                 return Err(invalid("the same token is listed twice".into()));
             }
@@ -356,6 +361,18 @@ commands = { deny = ["KEYS"] }
                 "overlaps 'restash:'",
             ),
             ("[[tokens]]\nname = \"a\"\ntoken_sha256 = \"abc\"\n", "64 hex"),
+            (
+                "[[tokens]]\nname = \"a\"\ntoken_sha256 = \"e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855\"\n",
+                "empty string",
+            ),
+            (
+                "[[tokens]]\nname = \"a\"\ntoken = \"x\"\nmode = \"admin\"\nprefixes = [\"a:\"]\n",
+                "cannot be combined with prefixes",
+            ),
+            (
+                "[[tokens]]\nname = \"a\"\ntoken = \"x\"\nrate = { per_second = 1e-30 }\n",
+                "per_second between",
+            ),
             ("[backends.default]\nurl = \"redis://x\"\n", "cannot be redefined"),
             ("[[tokens]]\nname = \"a\"\ntoken = \"x\"\ncolour = \"red\"\n", "unknown field"),
         ] {

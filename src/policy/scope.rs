@@ -210,6 +210,13 @@ const ACL_FOR_CLIENTS: &[&str] = &["acl|whoami", "acl|cat", "acl|genpass", "acl|
 /// a prefix only matches keys under it.
 const PATTERN_CHARS: &[u8] = b"*?[]\\";
 
+/// The slowest rate a token may have: one request in about 17 minutes.
+const MIN_RATE: f64 = 0.001;
+/// The fastest rate a token may have (beyond it, a limit means nothing).
+const MAX_RATE: f64 = 1e9;
+/// The largest burst a token may have.
+const MAX_BURST: u32 = 1_000_000_000;
+
 /// Where restash keeps its own keys (the cache API's entries, shared rate limits): no
 /// tenant's prefix may reach into it, or contain it, or a prefixed token could read
 /// every tenant's cache through `POST /`.
@@ -258,8 +265,15 @@ impl Scope {
             return Err("a command rule may not be empty".into());
         }
         if let Some(rate) = self.rate {
-            if !(rate.per_second.is_finite() && rate.per_second > 0.0) || rate.burst == 0 {
-                return Err("rate needs per_second > 0 and burst >= 1".into());
+            // Bounds keep the bucket arithmetic finite: a rate far below one a day
+            // overflows a wait, one far above a billion a second rounds to no interval.
+            let per_second = rate.per_second;
+            if !(MIN_RATE..=MAX_RATE).contains(&per_second)
+                || !(1..=MAX_BURST).contains(&rate.burst)
+            {
+                return Err(format!(
+                    "rate needs per_second between {MIN_RATE} and {MAX_RATE:e}, and burst between 1 and {MAX_BURST}"
+                ));
             }
         }
         Ok(())
@@ -388,6 +402,11 @@ fn rules_admit(
         }
     };
     if rules.deny.iter().any(matches) {
+        return false;
+    }
+    // A command the table does not know (a module loaded since start-up) may be in a
+    // denied category: refused rather than let through.
+    if info.is_none() && rules.deny.iter().any(|e| e.trim().starts_with('@')) {
         return false;
     }
     rules.allow.is_empty() || rules.allow.iter().any(matches)
@@ -1159,7 +1178,14 @@ mod tests {
         assert_eq!(
             allowed(&ruled, &["CONFIG", "GET", "x"]),
             Err(Reason::AdminOnly)
+        ); // A command the table does not know may be in a denied category: refused.
+        let mut denying = Scope::unrestricted("d", Mode::Standard);
+        denying.commands.deny = vec!["@dangerous".into()];
+        assert_eq!(
+            allowed(&denying, &["MODULE.NEWCMD", "x"]),
+            Err(Reason::CommandRule)
         );
+        assert!(allowed(&denying, &["GET", "x"]).is_ok());
     }
 
     #[test]
