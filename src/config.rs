@@ -67,6 +67,9 @@ pub struct Config {
     pub pubsub_connections: usize,
     /// `RESTASH_SSE_BUFFER`: events buffered per stream before a slow reader is cut off.
     pub sse_buffer: usize,
+    /// `RESTASH_SSE_BUFFER_BYTES`: bytes of events buffered per stream before a slow
+    /// reader is cut off.
+    pub sse_buffer_bytes: usize,
     /// `RESTASH_SSE_KEEPALIVE_MS`: heartbeat comment interval on idle streams.
     pub sse_keepalive: Duration,
     /// `RESTASH_MONITOR_MAX_STREAMS`: concurrent `/monitor` streams.
@@ -211,6 +214,11 @@ impl Config {
                 2,
             )? as usize,
             sse_buffer: number("RESTASH_SSE_BUFFER", get("RESTASH_SSE_BUFFER"), 1024)? as usize,
+            sse_buffer_bytes: number(
+                "RESTASH_SSE_BUFFER_BYTES",
+                get("RESTASH_SSE_BUFFER_BYTES"),
+                4 << 20,
+            )? as usize,
             sse_keepalive: millis("RESTASH_SSE_KEEPALIVE_MS", 15_000)?,
             monitor_max_streams: number(
                 "RESTASH_MONITOR_MAX_STREAMS",

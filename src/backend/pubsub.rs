@@ -8,8 +8,9 @@
 //!   slot, one link per primary ([`sharded`]);
 //! - [`PubSubHub::monitor`]: one dedicated connection per stream, at most
 //!   `max_monitors` at once ([`monitor`]);
-//! - every stream has a bounded buffer: a reader that falls `buffer` events behind
-//!   is cut off ([`Delivery::Overflow`]) instead of growing memory;
+//! - every stream has a bounded buffer: a reader that falls `buffer` events or
+//!   `buffer_bytes` bytes behind is cut off ([`Delivery::Overflow`]) instead of
+//!   growing memory;
 //! - the connections are raw RESP2 links ([`link`], [`resp`]) opened only while a
 //!   stream needs them, so an idle restash holds none.
 
@@ -20,7 +21,7 @@ mod shard;
 mod sharded;
 mod slots;
 
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -45,6 +46,8 @@ pub struct PubSubSettings {
     pub connections: usize,
     /// Events buffered per stream before a slow reader is cut off.
     pub buffer: usize,
+    /// Bytes of event data buffered per stream before a slow reader is cut off.
+    pub buffer_bytes: usize,
     /// Concurrent MONITOR streams.
     pub max_monitors: usize,
     /// Heartbeat interval of idle streams.
@@ -67,6 +70,7 @@ impl PubSubSettings {
             url: config.redis_url.clone(),
             connections: config.pubsub_connections,
             buffer: config.sse_buffer,
+            buffer_bytes: config.sse_buffer_bytes,
             max_monitors: config.monitor_max_streams,
             keepalive: config.sse_keepalive,
             connect_timeout: config.connect_timeout,
@@ -122,24 +126,97 @@ const OPEN: u8 = 0;
 const OVERFLOW: u8 = 1;
 const UNSUBSCRIBED: u8 = 2;
 
-/// A stream's bounded buffer, plus the flag that cuts it off.
-struct Inbox {
-    receiver: mpsc::Receiver<Arc<str>>,
-    end: Arc<AtomicU8>,
+/// How much one stream may hold before a slow reader is cut off.
+#[derive(Debug, Clone, Copy)]
+pub struct BufferLimits {
+    /// Events.
+    pub events: usize,
+    /// Bytes of event data; one event larger than this still passes an empty buffer.
+    pub bytes: usize,
 }
 
-impl Inbox {
-    fn new(receiver: mpsc::Receiver<Arc<str>>) -> Self {
+/// A stream's buffer: the sending half (the connection task's) and the receiving
+/// half (the stream's).
+fn stream_buffer(limits: BufferLimits) -> (Outbox, Inbox) {
+    let (sender, receiver) = mpsc::channel(limits.events.max(1));
+    let end = Arc::new(AtomicU8::new(OPEN));
+    let held = Arc::new(AtomicUsize::new(0));
+    let outbox = Outbox {
+        sender,
+        end: end.clone(),
+        held: held.clone(),
+        max_bytes: limits.bytes,
+    };
+    (
+        outbox,
         Inbox {
             receiver,
-            end: Arc::new(AtomicU8::new(OPEN)),
+            end,
+            held,
+        },
+    )
+}
+
+/// The sending half of a stream's buffer.
+struct Outbox {
+    sender: mpsc::Sender<Arc<str>>,
+    end: Arc<AtomicU8>,
+    /// Bytes sent and not yet taken by the stream.
+    held: Arc<AtomicUsize>,
+    max_bytes: usize,
+}
+
+/// What became of an event offered to a stream.
+enum Offer {
+    /// Buffered.
+    Taken,
+    /// The stream fell too far behind: it is marked cut off.
+    Overflow,
+    /// The stream is gone.
+    Closed,
+}
+
+impl Outbox {
+    /// Buffers `event` unless the stream is too far behind (then marks it cut off).
+    fn offer(&self, event: &Arc<str>) -> Offer {
+        let size = event.len();
+        // Counted before sending, so that the stream never takes back more than was
+        // counted; given back when the event is not sent.
+        let before = self.held.fetch_add(size, Ordering::AcqRel);
+        if before > 0 && before + size > self.max_bytes {
+            self.held.fetch_sub(size, Ordering::AcqRel);
+            Inbox::mark_overflow(&self.end);
+            return Offer::Overflow;
+        }
+        match self.sender.try_send(event.clone()) {
+            Ok(()) => Offer::Taken,
+            Err(error) => {
+                self.held.fetch_sub(size, Ordering::AcqRel);
+                match error {
+                    mpsc::error::TrySendError::Full(_) => {
+                        Inbox::mark_overflow(&self.end);
+                        Offer::Overflow
+                    }
+                    mpsc::error::TrySendError::Closed(_) => Offer::Closed,
+                }
+            }
         }
     }
 
-    fn end_flag(&self) -> Arc<AtomicU8> {
-        self.end.clone()
+    /// Whether the stream has gone away.
+    async fn closed(&self) {
+        self.sender.closed().await
     }
+}
 
+/// The receiving half of a stream's buffer, plus the flag that cuts it off.
+struct Inbox {
+    receiver: mpsc::Receiver<Arc<str>>,
+    end: Arc<AtomicU8>,
+    held: Arc<AtomicUsize>,
+}
+
+impl Inbox {
     fn mark_overflow(end: &AtomicU8) {
         end.store(OVERFLOW, Ordering::Release);
     }
@@ -156,7 +233,10 @@ impl Inbox {
         }
         match self.receiver.recv().await {
             Some(_) if self.end.load(Ordering::Acquire) == OVERFLOW => Delivery::Overflow,
-            Some(event) => Delivery::Event(event),
+            Some(event) => {
+                self.held.fetch_sub(event.len(), Ordering::AcqRel);
+                Delivery::Event(event)
+            }
             None => match self.end.load(Ordering::Acquire) {
                 OVERFLOW => Delivery::Overflow,
                 UNSUBSCRIBED => Delivery::Unsubscribed,
@@ -195,6 +275,10 @@ impl PubSubHub {
             endpoint.trust(crate::backend::tls::config_with_ca_file(path)?.connector);
         }
         let endpoint = Arc::new(endpoint);
+        let limits = BufferLimits {
+            events: settings.buffer,
+            bytes: settings.buffer_bytes,
+        };
         let timing = Timing {
             connect: settings.connect_timeout,
             reconnect_max: settings.reconnect_max_delay,
@@ -208,7 +292,7 @@ impl PubSubHub {
                     "restash:pubsub",
                     Recovery::Resubscribe,
                     timing,
-                    settings.buffer,
+                    limits,
                     shutdown.clone(),
                 )
             })
@@ -219,7 +303,7 @@ impl PubSubHub {
                 seeds.to_vec(),
                 timing,
                 settings.command_timeout,
-                settings.buffer,
+                limits,
                 shutdown.clone(),
             )
         });
@@ -270,7 +354,10 @@ impl PubSubHub {
             &self.inner.endpoint,
             settings.connect_timeout,
             settings.command_timeout,
-            settings.buffer,
+            BufferLimits {
+                events: settings.buffer,
+                bytes: settings.buffer_bytes,
+            },
             permit,
             self.inner.shutdown.clone(),
         )

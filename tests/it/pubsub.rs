@@ -965,3 +965,58 @@ async fn a_hung_subscriber_connection_is_replaced() {
     redis.cli(&["PUBLISH", &channel, "after"]);
     assert_eq!(events.data().await, format!("message,{channel},after"));
 }
+
+/// A slow reader is also cut off by the bytes it holds (`RESTASH_SSE_BUFFER_BYTES`),
+/// not only by the number of events: large messages could otherwise pile up to
+/// `RESTASH_SSE_BUFFER` times their size per stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_reader_is_cut_off_by_the_bytes_it_holds() {
+    let _heavy = HEAVY.lock().await;
+    const MESSAGES: usize = 400;
+    const SIZE: usize = 64 * 1024;
+    let redis = RedisServer::start();
+    let mut config = test_config(&redis.url());
+    config.sse_buffer = 100_000;
+    config.sse_buffer_bytes = 256 * 1024;
+    let gw = Gateway::start_with(config).await;
+    let channel = format!("{}big", prefix());
+    let _socket = stalled_reader(
+        &gw,
+        &format!("/subscribe/{channel}"),
+        &format!("subscribe,{channel},1"),
+    )
+    .await;
+    // 25 MB, more than the sockets between restash and the reader can hold.
+    let payload = "x".repeat(SIZE);
+    let mut publisher = TcpStream::connect(("127.0.0.1", redis.port))
+        .await
+        .expect("redis");
+    let mut batch = Vec::new();
+    for _ in 0..MESSAGES {
+        batch.extend_from_slice(
+            format!(
+                "*3\r\n$7\r\nPUBLISH\r\n${}\r\n{channel}\r\n${SIZE}\r\n{payload}\r\n",
+                channel.len()
+            )
+            .as_bytes(),
+        );
+    }
+    let (mut reader, mut writer) = publisher.split();
+    let drain = async {
+        let mut sink = vec![0u8; 64 * 1024];
+        let mut replies = 0;
+        while replies < MESSAGES {
+            let n = reader.read(&mut sink).await.expect("replies");
+            assert!(n > 0, "Redis closed the publisher");
+            replies += sink[..n].iter().filter(|b| **b == b'\n').count();
+        }
+    };
+    let (written, ()) = tokio::join!(writer.write_all(&batch), drain);
+    written.expect("publish");
+    eventually(
+        "the slow reader to be cut off by bytes",
+        Duration::from_secs(5),
+        || numsub(&redis, &channel) == 0,
+    )
+    .await;
+}

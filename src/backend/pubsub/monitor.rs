@@ -5,17 +5,16 @@
 //! buffer; a full buffer ends the stream. Dropping the stream aborts the task,
 //! which closes the connection at once.
 
-use std::sync::atomic::AtomicU8;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, OwnedSemaphorePermit};
+use tokio::sync::OwnedSemaphorePermit;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::link::{Endpoint, Link};
 use super::resp::Reply;
-use super::{Delivery, Inbox, StreamError};
+use super::{stream_buffer, BufferLimits, Delivery, Inbox, Offer, Outbox, StreamError};
 
 /// A running `MONITOR`: each event is one command line as a JSON string.
 pub struct MonitorStream {
@@ -42,7 +41,7 @@ pub async fn start(
     endpoint: &Endpoint,
     connect: Duration,
     command: Duration,
-    buffer: usize,
+    buffer: BufferLimits,
     permit: OwnedSemaphorePermit,
     shutdown: CancellationToken,
 ) -> Result<MonitorStream, StreamError> {
@@ -70,9 +69,8 @@ pub async fn start(
             )))
         }
     }
-    let (sender, receiver) = mpsc::channel(buffer.max(1));
-    let inbox = Inbox::new(receiver);
-    let task = tokio::spawn(pump(link, sender, inbox.end_flag(), shutdown));
+    let (outbox, inbox) = stream_buffer(buffer);
+    let task = tokio::spawn(pump(link, outbox, shutdown));
     Ok(MonitorStream {
         inbox,
         task,
@@ -80,15 +78,10 @@ pub async fn start(
     })
 }
 
-async fn pump(
-    mut link: Link,
-    sender: mpsc::Sender<Arc<str>>,
-    end: Arc<AtomicU8>,
-    shutdown: CancellationToken,
-) {
+async fn pump(mut link: Link, outbox: Outbox, shutdown: CancellationToken) {
     loop {
         let reply = tokio::select! {
-            _ = sender.closed() => return,
+            _ = outbox.closed() => return,
             _ = shutdown.cancelled() => return,
             reply = link.read() => reply,
         };
@@ -96,13 +89,8 @@ async fn pump(
             Ok(Reply::Simple(line)) => {
                 let line = String::from_utf8_lossy(&line);
                 let event: Arc<str> = serde_json::to_string(&*line).unwrap_or_default().into();
-                match sender.try_send(event) {
-                    Ok(()) => {}
-                    Err(mpsc::error::TrySendError::Full(_)) => {
-                        Inbox::mark_overflow(&end);
-                        return;
-                    }
-                    Err(mpsc::error::TrySendError::Closed(_)) => return,
+                if !matches!(outbox.offer(&event), Offer::Taken) {
+                    return;
                 }
             }
             Ok(_) => {}

@@ -21,7 +21,7 @@
 //! `sunsubscribe` nobody asked for): those streams end with [`Delivery::Unsubscribed`].
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -32,7 +32,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::link::{Endpoint, Link, LinkError};
 use super::resp::Reply;
-use super::{Delivery, Inbox, StreamError, TopicKind};
+use super::{stream_buffer, BufferLimits, Delivery, Inbox, Offer, Outbox, StreamError, TopicKind};
 
 /// Most subscription changes written to Redis in one batch.
 const CHANGE_BATCH: usize = 512;
@@ -107,7 +107,7 @@ pub struct Shard {
 struct Shared {
     table: Mutex<Table>,
     changes: mpsc::UnboundedSender<Change>,
-    buffer: usize,
+    buffer: BufferLimits,
 }
 
 #[derive(Default)]
@@ -128,8 +128,7 @@ struct Topic {
 
 struct Member {
     id: u64,
-    sender: mpsc::Sender<Arc<str>>,
-    end: Arc<AtomicU8>,
+    outbox: Outbox,
 }
 
 /// A change Redis must learn about.
@@ -153,14 +152,14 @@ impl Shard {
         name: &'static str,
         recovery: Recovery,
         timing: Timing,
-        buffer: usize,
+        buffer: BufferLimits,
         shutdown: CancellationToken,
     ) -> Shard {
         let (changes, receiver) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
             table: Mutex::new(Table::default()),
             changes,
-            buffer: buffer.max(1),
+            buffer,
         });
         let stop = shutdown.child_token();
         let link = LinkSettings {
@@ -192,18 +191,13 @@ impl Shard {
     /// Adds a stream to `key` at once (subscribing in Redis if it is the first);
     /// [`Joining::confirmed`] waits for Redis.
     pub fn enter(&self, key: TopicKey) -> Joining {
-        let (sender, receiver) = mpsc::channel(self.shared.buffer);
-        let inbox = Inbox::new(receiver);
+        let (outbox, inbox) = stream_buffer(self.shared.buffer);
         let (id, waiter) = {
             let mut table = self.shared.lock();
             let id = table.next_member;
             table.next_member += 1;
             let generation = table.next_generation;
-            let member = Member {
-                id,
-                sender,
-                end: inbox.end_flag(),
-            };
+            let member = Member { id, outbox };
             let topic = match table.topics.get_mut(&key) {
                 Some(topic) => topic,
                 None => {
@@ -397,7 +391,7 @@ impl Shared {
         }
         if let Some(topic) = table.topics.remove(key) {
             for member in &topic.members {
-                Inbox::mark_unsubscribed(&member.end);
+                Inbox::mark_unsubscribed(&member.outbox.end);
             }
         }
     }
@@ -421,14 +415,7 @@ impl Shared {
         let event: Arc<str> = render().into();
         topic
             .members
-            .retain(|member| match member.sender.try_send(event.clone()) {
-                Ok(()) => true,
-                Err(mpsc::error::TrySendError::Full(_)) => {
-                    Inbox::mark_overflow(&member.end);
-                    false
-                }
-                Err(mpsc::error::TrySendError::Closed(_)) => false,
-            });
+            .retain(|member| matches!(member.outbox.offer(&event), Offer::Taken));
         if topic.members.is_empty() {
             table.topics.remove(key);
             let _ = self.changes.send(Change::Unsubscribe(key.clone()));

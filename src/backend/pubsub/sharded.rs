@@ -26,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 use super::link::Endpoint;
 use super::shard::{Joining, Recovery, Shard, Timing, TopicKey};
 use super::slots::{self, SlotMap};
+use super::BufferLimits;
 use super::{StreamError, Subscription, TopicKind};
 use crate::routing::key_slot;
 
@@ -39,7 +40,7 @@ pub struct ClusterLinks {
     seeds: Vec<Server>,
     timing: Timing,
     command_timeout: Duration,
-    buffer: usize,
+    buffer: BufferLimits,
     shutdown: CancellationToken,
     /// Raised by a link that broke or could not connect: read the slot map again.
     stale: Arc<AtomicBool>,
@@ -62,7 +63,7 @@ impl ClusterLinks {
         seeds: Vec<Server>,
         timing: Timing,
         command_timeout: Duration,
-        buffer: usize,
+        buffer: BufferLimits,
         shutdown: CancellationToken,
     ) -> ClusterLinks {
         ClusterLinks {
