@@ -133,6 +133,43 @@ fn numsub(redis: &RedisServer, channel: &str) -> i64 {
 }
 
 /// Waits (bounded) until `check` holds.
+/// `count` pipelined `verb channel <size bytes of x>` commands, as RESP.
+pub(crate) fn publish_batch(verb: &str, channel: &str, count: usize, size: usize) -> Vec<u8> {
+    let payload = "x".repeat(size);
+    let mut batch = Vec::new();
+    for _ in 0..count {
+        batch.extend_from_slice(
+            format!(
+                "*3\r\n${}\r\n{verb}\r\n${}\r\n{channel}\r\n${size}\r\n{payload}\r\n",
+                verb.len(),
+                channel.len()
+            )
+            .as_bytes(),
+        );
+    }
+    batch
+}
+
+/// Sends `batch` (`count` commands) straight to Redis, not through restash, and
+/// waits for every reply.
+pub(crate) async fn send_to_redis(port: u16, batch: &[u8], count: usize) {
+    let mut publisher = TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("redis");
+    let (mut reader, mut writer) = publisher.split();
+    let drain = async {
+        let mut sink = vec![0u8; 64 * 1024];
+        let mut replies = 0;
+        while replies < count {
+            let n = reader.read(&mut sink).await.expect("replies");
+            assert!(n > 0, "Redis closed the publisher");
+            replies += sink[..n].iter().filter(|b| **b == b'\n').count();
+        }
+    };
+    let (written, ()) = tokio::join!(writer.write_all(batch), drain);
+    written.expect("publish");
+}
+
 pub(crate) async fn eventually(what: &str, limit: Duration, mut check: impl FnMut() -> bool) {
     let deadline = Instant::now() + limit;
     while !check() {
@@ -548,33 +585,9 @@ async fn a_slow_reader_is_cut_off_with_bounded_memory() {
     .await;
 
     // 64 MB straight into Redis, pipelined (built before measuring memory).
-    let mut publisher = TcpStream::connect(("127.0.0.1", redis.port))
-        .await
-        .expect("redis");
-    let payload = "x".repeat(SIZE);
-    let mut batch = Vec::new();
-    for _ in 0..MESSAGES {
-        batch.extend_from_slice(
-            format!(
-                "*3\r\n$7\r\nPUBLISH\r\n${}\r\n{channel}\r\n${SIZE}\r\n{payload}\r\n",
-                channel.len()
-            )
-            .as_bytes(),
-        );
-    }
+    let batch = publish_batch("PUBLISH", &channel, MESSAGES, SIZE);
     let rss_before = rss_bytes();
-    let (mut reader, mut writer) = publisher.split();
-    let drain = async {
-        let mut sink = vec![0u8; 64 * 1024];
-        let mut replies = 0;
-        while replies < MESSAGES {
-            let n = reader.read(&mut sink).await.expect("replies");
-            assert!(n > 0, "Redis closed the publisher");
-            replies += sink[..n].iter().filter(|b| **b == b'\n').count();
-        }
-    };
-    let (written, ()) = tokio::join!(writer.write_all(&batch), drain);
-    written.expect("publish");
+    send_to_redis(redis.port, &batch, MESSAGES).await;
 
     // restash cut the reader off on its own: nothing subscribes any more.
     eventually(
@@ -987,32 +1000,8 @@ async fn a_slow_reader_is_cut_off_by_the_bytes_it_holds() {
     )
     .await;
     // 25 MB, more than the sockets between restash and the reader can hold.
-    let payload = "x".repeat(SIZE);
-    let mut publisher = TcpStream::connect(("127.0.0.1", redis.port))
-        .await
-        .expect("redis");
-    let mut batch = Vec::new();
-    for _ in 0..MESSAGES {
-        batch.extend_from_slice(
-            format!(
-                "*3\r\n$7\r\nPUBLISH\r\n${}\r\n{channel}\r\n${SIZE}\r\n{payload}\r\n",
-                channel.len()
-            )
-            .as_bytes(),
-        );
-    }
-    let (mut reader, mut writer) = publisher.split();
-    let drain = async {
-        let mut sink = vec![0u8; 64 * 1024];
-        let mut replies = 0;
-        while replies < MESSAGES {
-            let n = reader.read(&mut sink).await.expect("replies");
-            assert!(n > 0, "Redis closed the publisher");
-            replies += sink[..n].iter().filter(|b| **b == b'\n').count();
-        }
-    };
-    let (written, ()) = tokio::join!(writer.write_all(&batch), drain);
-    written.expect("publish");
+    let batch = publish_batch("PUBLISH", &channel, MESSAGES, SIZE);
+    send_to_redis(redis.port, &batch, MESSAGES).await;
     eventually(
         "the slow reader to be cut off by bytes",
         Duration::from_secs(5),

@@ -7,13 +7,14 @@ use std::process::Command;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::AsyncReadExt;
 
 use crate::harness::{
     prefix, test_config, Gateway, OutputWithin, RedisCluster, RedisServer, CLI_LIMIT, TOKEN,
 };
-use crate::pubsub::{connections, eventually, named, stalled_reader, stream, Events};
+use crate::pubsub::{
+    connections, eventually, named, publish_batch, send_to_redis, stalled_reader, stream, Events,
+};
 
 const TENANT_TOKEN: &str = "acme-sharded-token";
 
@@ -207,32 +208,8 @@ async fn a_slow_sharded_reader_is_cut_off() {
     .await;
 
     // 16 MB of SPUBLISH straight into Redis, pipelined.
-    let payload = "x".repeat(SIZE);
-    let mut batch = Vec::new();
-    for _ in 0..MESSAGES {
-        batch.extend_from_slice(
-            format!(
-                "*3\r\n$8\r\nSPUBLISH\r\n${}\r\n{channel}\r\n${SIZE}\r\n{payload}\r\n",
-                channel.len()
-            )
-            .as_bytes(),
-        );
-    }
-    let mut publisher = TcpStream::connect(("127.0.0.1", redis.port))
-        .await
-        .expect("redis");
-    let (mut reader, mut writer) = publisher.split();
-    let drain = async {
-        let mut sink = vec![0u8; 64 * 1024];
-        let mut replies = 0;
-        while replies < MESSAGES {
-            let n = reader.read(&mut sink).await.expect("replies");
-            assert!(n > 0, "Redis closed the publisher");
-            replies += sink[..n].iter().filter(|b| **b == b'\n').count();
-        }
-    };
-    let (written, ()) = tokio::join!(writer.write_all(&batch), drain);
-    written.expect("publish");
+    let batch = publish_batch("SPUBLISH", &channel, MESSAGES, SIZE);
+    send_to_redis(redis.port, &batch, MESSAGES).await;
 
     eventually(
         "the slow reader to be cut off",
