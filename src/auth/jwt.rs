@@ -269,7 +269,11 @@ impl JwtVerifier {
         if claims.jti.as_ref().is_some_and(|jti| revoked.contains(jti)) {
             return Err(JwtRefusal::Revoked);
         }
-        claims.to_scope().map_err(|_| JwtRefusal::Invalid)
+        claims.to_scope().map_err(|reason| {
+            // The caller learns nothing; the operator learns what is wrong.
+            tracing::info!(sub = claims.sub.as_deref().unwrap_or("-"), %reason, "JWT refused");
+            JwtRefusal::Invalid
+        })
     }
 
     fn validation(&self, algorithm: Algorithm) -> Validation {

@@ -27,7 +27,8 @@ pub const SHARED_SCRIPT: &str = "local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local interval = tonumber(ARGV[1])
 local tolerance = tonumber(ARGV[2])
-local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
+local ok, held = pcall(redis.call, 'GET', KEYS[1])
+local tat = (ok and tonumber(held)) or 0
 if tat < now then tat = now end
 if tat - now > tolerance then return tat - now - tolerance end
 local nxt = tat + interval

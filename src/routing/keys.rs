@@ -135,7 +135,10 @@ pub fn key_positions(specs: &[KeySpec], args: &[Bytes]) -> Option<Vec<usize>> {
     if name.eq_ignore_ascii_case(b"xread") || name.eq_ignore_ascii_case(b"xreadgroup") {
         // Their specs take the first `STREAMS` after a fixed index, which may be a
         // group or consumer named "streams": the keys are found as Redis finds them.
-        let keyword = streams_keyword(args)?;
+        // Without `STREAMS` there are no keys: Redis answers its own syntax error.
+        let Some(keyword) = streams_keyword(args) else {
+            return Some(Vec::new());
+        };
         let streams = (argc - keyword - 1) / 2;
         return Some((keyword + 1..keyword + 1 + streams).collect());
     }

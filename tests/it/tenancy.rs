@@ -1717,6 +1717,42 @@ async fn a_limited_token_cannot_reset_its_shared_bucket() {
         statuses.push(status);
     }
     assert!(statuses.contains(&429), "never limited: {statuses:?}");
+
+    // A script can still reach the bucket (it names keys at run time), but one that
+    // leaves it of the wrong type no longer opens the limit for good: the limiter
+    // answered WRONGTYPE with every request after it, and failed open.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let corrupt = json!([
+        "EVAL",
+        "redis.call('DEL', 'restash:rate:{metered}') \
+         redis.call('HSET', 'restash:rate:{metered}', 'a', 'b') return 1",
+        "0"
+    ]);
+    let (status, body) = gw
+        .send(
+            gw.http
+                .post(gw.at("/"))
+                .bearer_auth("metered-token")
+                .body(corrupt.to_string()),
+        )
+        .await;
+    assert_eq!((status, body), (200, json!({"result": 1})));
+    let mut statuses = Vec::new();
+    for _ in 0..12 {
+        let (status, _) = gw
+            .send(
+                gw.http
+                    .post(gw.at("/"))
+                    .bearer_auth("metered-token")
+                    .body(r#"["PING"]"#),
+            )
+            .await;
+        statuses.push(status);
+    }
+    assert!(
+        statuses.contains(&429),
+        "never limited after the script: {statuses:?}"
+    );
 }
 
 // ---------------------------------------------------------------------------------
