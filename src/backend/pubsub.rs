@@ -131,7 +131,8 @@ const UNSUBSCRIBED: u8 = 2;
 pub struct BufferLimits {
     /// Events.
     pub events: usize,
-    /// Bytes of event data; one event larger than this still passes an empty buffer.
+    /// Bytes of event data: a stream holding this much takes no more (one holding
+    /// less takes the next event whatever its size).
     pub bytes: usize,
 }
 
@@ -183,7 +184,10 @@ impl Outbox {
         // Counted before sending, so that the stream never takes back more than was
         // counted; given back when the event is not sent.
         let before = self.held.fetch_add(size, Ordering::AcqRel);
-        if before > 0 && before + size > self.max_bytes {
+        // Cut off only a stream that already holds the limit: one that holds less
+        // takes the event (memory stays under the limit plus one event), so that
+        // frames fanned out back to back do not cut off a reader that keeps up.
+        if before >= self.max_bytes {
             self.held.fetch_sub(size, Ordering::AcqRel);
             Inbox::mark_overflow(&self.end);
             return Offer::Overflow;
@@ -384,4 +388,48 @@ fn shard_index(key: &TopicKey, shards: usize) -> usize {
         hash = hash.wrapping_mul(0x0100_0000_01b3);
     }
     (hash % shards.max(1) as u64) as usize
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(text: &str) -> Arc<str> {
+        Arc::from(text)
+    }
+
+    #[tokio::test]
+    async fn buffers_are_bounded_in_events_and_bytes() {
+        let limits = BufferLimits {
+            events: 3,
+            bytes: 10,
+        };
+        // A stream holding less than the limit takes the next event, however large.
+        let (outbox, mut inbox) = stream_buffer(limits);
+        assert!(matches!(outbox.offer(&event("12345")), Offer::Taken));
+        assert!(matches!(outbox.offer(&event("123456789012")), Offer::Taken));
+        assert!(matches!(outbox.offer(&event("x")), Offer::Overflow));
+        assert_eq!(inbox.next().await, Delivery::Overflow);
+
+        // Taking events gives their bytes back.
+        let (outbox, mut inbox) = stream_buffer(limits);
+        for _ in 0..5 {
+            assert!(matches!(outbox.offer(&event("123456789")), Offer::Taken));
+            assert_eq!(inbox.next().await, Delivery::Event(event("123456789")));
+        }
+        assert_eq!(inbox.held.load(Ordering::Acquire), 0);
+
+        // The event count still bounds small events.
+        let (outbox, _inbox) = stream_buffer(limits);
+        for _ in 0..3 {
+            assert!(matches!(outbox.offer(&event("a")), Offer::Taken));
+        }
+        assert!(matches!(outbox.offer(&event("a")), Offer::Overflow));
+
+        // A stream that is gone.
+        let (outbox, inbox) = stream_buffer(limits);
+        drop(inbox);
+        assert!(matches!(outbox.offer(&event("a")), Offer::Closed));
+        assert_eq!(outbox.held.load(Ordering::Acquire), 0);
+    }
 }

@@ -132,7 +132,6 @@ fn numsub(redis: &RedisServer, channel: &str) -> i64 {
         .unwrap_or(-1)
 }
 
-/// Waits (bounded) until `check` holds.
 /// `count` pipelined `verb channel <size bytes of x>` commands, as RESP.
 pub(crate) fn publish_batch(verb: &str, channel: &str, count: usize, size: usize) -> Vec<u8> {
     let payload = "x".repeat(size);
@@ -170,6 +169,7 @@ pub(crate) async fn send_to_redis(port: u16, batch: &[u8], count: usize) {
     written.expect("publish");
 }
 
+/// Waits (bounded) until `check` holds.
 pub(crate) async fn eventually(what: &str, limit: Duration, mut check: impl FnMut() -> bool) {
     let deadline = Instant::now() + limit;
     while !check() {
@@ -993,7 +993,7 @@ async fn a_slow_reader_is_cut_off_by_the_bytes_it_holds() {
     config.sse_buffer_bytes = 256 * 1024;
     let gw = Gateway::start_with(config).await;
     let channel = format!("{}big", prefix());
-    let _socket = stalled_reader(
+    let mut socket = stalled_reader(
         &gw,
         &format!("/subscribe/{channel}"),
         &format!("subscribe,{channel},1"),
@@ -1008,4 +1008,16 @@ async fn a_slow_reader_is_cut_off_by_the_bytes_it_holds() {
         || numsub(&redis, &channel) == 0,
     )
     .await;
+    // Reading again: what was in flight, then the error event.
+    let mut rest = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), socket.read_to_end(&mut rest))
+        .await
+        .expect("the stream ends")
+        .expect("read");
+    let text = String::from_utf8_lossy(&rest);
+    assert!(
+        text.contains("event: error\ndata: ERR stream closed: the client read too slowly"),
+        "{}",
+        &text[text.len().saturating_sub(300)..]
+    );
 }

@@ -1,8 +1,8 @@
 //! `MONITOR` on a dedicated connection per stream.
 //!
 //! A task reads the connection as fast as Redis writes (Redis buffers a slow
-//! monitor client without limit) and hands each line to the stream's bounded
-//! buffer; a full buffer ends the stream. Dropping the stream aborts the task,
+//! monitor client without limit) and hands each line to the stream's buffer,
+//! bounded in events and bytes; a full buffer ends the stream. Dropping the stream aborts the task,
 //! which closes the connection at once.
 
 use std::sync::Arc;

@@ -7,8 +7,8 @@
 //! locked*, so Redis sees the changes in the order the table made them.
 //!
 //! The task reads every frame, looks the topic up and hands the formatted event to
-//! each stream's bounded buffer with `try_send`: a full buffer cuts that stream off,
-//! so a slow reader never slows the connection or grows memory.
+//! each stream's buffer, bounded in events and bytes: a stream that is too far behind
+//! is cut off, so a slow reader never slows the connection or grows memory.
 //!
 //! A connection that has been silent for [`Timing::probe_after`] is sent a `PING`;
 //! when nothing arrives within [`Timing::probe_reply`] it counts as broken, so a hung
@@ -26,6 +26,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures::FutureExt;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -137,11 +138,19 @@ enum Change {
     Unsubscribe(TopicKey),
 }
 
-/// A reply the connection waits for, in order.
+/// The answer about one topic that the connection waits for.
 struct Expect {
     key: TopicKey,
     subscribe: bool,
     generation: u64,
+}
+
+/// A reply the connection waits for, in order.
+enum Awaited {
+    /// The answer to (P|S)SUBSCRIBE or its un- form for one topic.
+    Topic(Expect),
+    /// The answer to a liveness `PING`: `pong`, `+PONG`, or an error (`-BUSY`).
+    Ping,
 }
 
 impl Shard {
@@ -380,7 +389,6 @@ impl Shared {
         }
     }
 
-    /// Hands one published message to every stream of `key`.
     /// Redis ended a confirmed subscription on its own (its slot left the node):
     /// its streams end with [`Delivery::Unsubscribed`] once they have read what
     /// they buffer.
@@ -407,6 +415,7 @@ impl Shared {
         }
     }
 
+    /// Hands one published message to every stream of `key`.
     fn fan_out(&self, key: &TopicKey, render: impl FnOnce() -> String) {
         let mut table = self.lock();
         let Some(topic) = table.topics.get_mut(key) else {
@@ -510,13 +519,13 @@ async fn session(
     let mut expects = VecDeque::new();
     for (key, generation) in shared.snapshot(changes) {
         link.queue(&[key.verb(true), &key.name]);
-        expects.push_back(Expect {
+        expects.push_back(Awaited::Topic(Expect {
             key,
             subscribe: true,
             generation,
-        });
+        }));
     }
-    if let Err(error) = link.flush().await {
+    if let Err(error) = flush_within(&mut link, timing.probe_reply).await {
         return SessionEnd::Broken(error);
     }
     // Liveness: the timer is moved only when it fires (not on every frame), to the
@@ -546,17 +555,31 @@ async fn session(
             },
             _ = &mut probe => {
                 if probed {
-                    return SessionEnd::Broken(LinkError::Timeout(timing.probe_reply.as_millis()));
+                    // A frame may have arrived while this task was busy: heard, then.
+                    match link.read().now_or_never() {
+                        Some(Ok(reply)) => {
+                            last_heard = Instant::now();
+                            probed = false;
+                            probe.as_mut().reset(last_heard + timing.probe_after);
+                            handle(reply, shared, &mut expects);
+                            continue;
+                        }
+                        Some(Err(error)) => return SessionEnd::Broken(error),
+                        None => {
+                            return SessionEnd::Broken(LinkError::Timeout(
+                                timing.probe_reply.as_millis(),
+                            ))
+                        }
+                    }
                 }
                 let quiet_until = last_heard + timing.probe_after;
                 if quiet_until > Instant::now() {
                     probe.as_mut().reset(quiet_until);
                     continue;
                 }
-                // Answered with a `pong` frame (ignored by `handle`), or `+PONG`
-                // when no subscription is left.
                 link.queue(&[b"PING"]);
-                if let Err(error) = link.flush().await {
+                expects.push_back(Awaited::Ping);
+                if let Err(error) = flush_within(&mut link, timing.probe_reply).await {
                     return SessionEnd::Broken(error);
                 }
                 probed = true;
@@ -582,9 +605,9 @@ async fn session(
                         Change::Unsubscribe(key) => Expect { key, subscribe: false, generation: 0 },
                     };
                     link.queue(&[expect.key.verb(expect.subscribe), &expect.key.name]);
-                    expects.push_back(expect);
+                    expects.push_back(Awaited::Topic(expect));
                 }
-                if let Err(error) = link.flush().await {
+                if let Err(error) = flush_within(&mut link, timing.probe_reply).await {
                     return SessionEnd::Broken(error);
                 }
             }
@@ -592,13 +615,23 @@ async fn session(
     }
 }
 
+/// Writes what the link has queued, within `limit`: a server that stopped reading
+/// (its socket buffer full) must not hold the connection task for ever.
+async fn flush_within(link: &mut Link, limit: Duration) -> Result<(), LinkError> {
+    match tokio::time::timeout(limit, link.flush()).await {
+        Ok(result) => result,
+        Err(_) => Err(LinkError::Timeout(limit.as_millis())),
+    }
+}
+
 /// Handles one frame from a subscribed connection.
-fn handle(reply: Reply, shared: &Shared, expects: &mut VecDeque<Expect>) {
+fn handle(reply: Reply, shared: &Shared, expects: &mut VecDeque<Awaited>) {
     let items = match reply {
         Reply::Array(Some(items)) => items,
         Reply::Error(text) => {
-            // Each command names one topic, so an error answers the oldest one.
-            if let Some(expect) = expects.pop_front() {
+            // Each command names one topic (or is a PING), so an error answers the
+            // oldest one.
+            if let Some(Awaited::Topic(expect)) = expects.pop_front() {
                 if expect.subscribe {
                     let text = String::from_utf8_lossy(&text).into_owned();
                     shared.refuse(&expect.key, expect.generation, StreamError::Redis(text));
@@ -606,9 +639,22 @@ fn handle(reply: Reply, shared: &Shared, expects: &mut VecDeque<Expect>) {
             }
             return;
         }
+        // `+PONG`: a PING answered on a connection with no subscription left.
+        Reply::Simple(_) => {
+            if matches!(expects.front(), Some(Awaited::Ping)) {
+                expects.pop_front();
+            }
+            return;
+        }
         _ => return,
     };
     let field = |i: usize| items.get(i).and_then(Reply::bytes);
+    if field(0).is_some_and(|kind| kind.eq_ignore_ascii_case(b"pong")) {
+        if matches!(expects.front(), Some(Awaited::Ping)) {
+            expects.pop_front();
+        }
+        return;
+    }
     let (Some(kind), Some(first)) = (field(0), field(1)) else {
         return;
     };
@@ -661,9 +707,8 @@ fn handle(reply: Reply, shared: &Shared, expects: &mut VecDeque<Expect>) {
                 b"sunsubscribe" => (TopicKind::Shard, false),
                 _ => return,
             };
-            let matches = expects.front().is_some_and(|e| {
-                e.subscribe == subscribe && e.key.kind == kind && e.key.name == first
-            });
+            let matches = matches!(expects.front(), Some(Awaited::Topic(e))
+                if e.subscribe == subscribe && e.key.kind == kind && e.key.name == first);
             if !matches {
                 if kind == TopicKind::Shard && !subscribe {
                     // Not an answer: Redis dropped the subscription (slot moved).
@@ -674,11 +719,78 @@ fn handle(reply: Reply, shared: &Shared, expects: &mut VecDeque<Expect>) {
                 }
                 return;
             }
-            if let Some(expect) = expects.pop_front() {
+            if let Some(Awaited::Topic(expect)) = expects.pop_front() {
                 if expect.subscribe {
                     shared.confirm(&expect.key, expect.generation);
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shared() -> Shared {
+        Shared {
+            table: Mutex::new(Table::default()),
+            changes: mpsc::unbounded_channel().0,
+            buffer: BufferLimits {
+                events: 1,
+                bytes: 1,
+            },
+        }
+    }
+
+    fn subscribe(name: &'static str) -> Awaited {
+        Awaited::Topic(Expect {
+            key: TopicKey {
+                kind: TopicKind::Channel,
+                name: Bytes::from_static(name.as_bytes()),
+            },
+            subscribe: true,
+            generation: 0,
+        })
+    }
+
+    fn bulk(text: &'static str) -> Reply {
+        Reply::Bulk(Some(Bytes::from_static(text.as_bytes())))
+    }
+
+    /// The answers to a liveness PING (an error such as `-BUSY`, a `pong` frame, or
+    /// `+PONG`) take the PING's place in the queue, not the next subscription's.
+    #[test]
+    fn ping_answers_are_matched_to_the_ping() {
+        let shared = shared();
+        let mut expects = VecDeque::from([Awaited::Ping, subscribe("a")]);
+        handle(
+            Reply::Error(Bytes::from_static(b"BUSY Redis is busy")),
+            &shared,
+            &mut expects,
+        );
+        assert!(matches!(expects.front(), Some(Awaited::Topic(e)) if e.key.name == "a"));
+
+        let mut expects = VecDeque::from([Awaited::Ping, subscribe("a")]);
+        handle(
+            Reply::Array(Some(vec![bulk("pong"), bulk("")])),
+            &shared,
+            &mut expects,
+        );
+        assert_eq!(expects.len(), 1);
+        handle(
+            Reply::Array(Some(vec![bulk("subscribe"), bulk("a"), Reply::Integer(1)])),
+            &shared,
+            &mut expects,
+        );
+        assert!(expects.is_empty());
+
+        let mut expects = VecDeque::from([Awaited::Ping]);
+        handle(
+            Reply::Simple(Bytes::from_static(b"PONG")),
+            &shared,
+            &mut expects,
+        );
+        assert!(expects.is_empty());
     }
 }
