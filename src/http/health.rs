@@ -16,9 +16,10 @@ pub async fn healthz() -> Response {
         .into_response()
 }
 
-/// `GET /readyz`: Redis answers PING and the command table is loaded.
+/// `GET /readyz`: Redis answers PING (asked at most once a second while it does)
+/// and the command table is loaded.
 pub async fn readyz(State(state): State<AppState>) -> Response {
-    if let Err(error) = state.backend().ping().await {
+    if let Err(error) = state.redis_ready().await {
         return ApiError::from(error).into_response();
     }
     if state.command_table().is_none() {

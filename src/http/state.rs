@@ -32,7 +32,13 @@ struct Shared {
     cache: OnceLock<crate::cache::Cache>,
     pubsub: OnceLock<crate::backend::pubsub::PubSubHub>,
     blocking: OnceLock<crate::backend::blocking::BlockingPool>,
+    /// When Redis last answered a readiness PING (`/readyz` asks at most once a
+    /// [`READY_FOR`]); held while a PING is out, so concurrent probes share it.
+    last_ready: tokio::sync::Mutex<Option<std::time::Instant>>,
 }
+
+/// How long a PING that Redis answered keeps `/readyz` ready without asking again.
+pub const READY_FOR: Duration = Duration::from_secs(1);
 
 /// Overload and slow-client limits applied by the HTTP layers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,9 +80,23 @@ impl AppState {
                 cache: OnceLock::new(),
                 pubsub: OnceLock::new(),
                 blocking: OnceLock::new(),
+                last_ready: tokio::sync::Mutex::new(None),
             }),
             route: None,
         }
+    }
+
+    /// Whether Redis answers PING: asked at most once a [`READY_FOR`] while it does
+    /// (an unauthenticated probe must not turn into a PING per request), every time
+    /// while it does not (so recovery shows at once).
+    pub async fn redis_ready(&self) -> Result<(), crate::backend::BackendError> {
+        let mut last_ready = self.inner.last_ready.lock().await;
+        if last_ready.is_some_and(|at| at.elapsed() < READY_FOR) {
+            return Ok(());
+        }
+        let answer = self.inner.backend.ping().await;
+        *last_ready = answer.is_ok().then(std::time::Instant::now);
+        answer
     }
 
     /// The Redis backend (the caller's named backend once [`AppState::for_caller`] chose it).

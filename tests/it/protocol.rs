@@ -536,6 +536,33 @@ async fn headers_probes_and_sync_token() {
     assert_eq!(status, 200);
 }
 
+/// `/readyz` needs no token, so it must not cost a Redis PING per request: a PING
+/// that Redis answered keeps it ready for a second (a failed one is not kept).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_probes_share_one_ping_a_second() {
+    let redis = RedisServer::start();
+    let gw = Gateway::start(&redis).await;
+    assert_eq!(redis.cli(&["CONFIG", "RESETSTAT"]), "OK");
+    let started = Instant::now();
+    for _ in 0..50 {
+        assert_eq!(
+            gw.send(gw.http.get(gw.at("/readyz"))).await,
+            (200, json!({"status": "ready"}))
+        );
+    }
+    let seconds = started.elapsed().as_secs();
+    let info = redis.cli(&["INFO", "commandstats"]);
+    let pings: u64 = info
+        .lines()
+        .find_map(|l| l.strip_prefix("cmdstat_ping:calls="))
+        .and_then(|rest| rest.split(',').next())
+        .map_or(0, |n| n.parse().expect("a count"));
+    assert!(
+        pings <= seconds + 1,
+        "{pings} PINGs for 50 probes in {seconds} s"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_down_answers_json_503_promptly() {
     let mut config = test_config(&format!("redis://127.0.0.1:{}", free_port()));
