@@ -266,7 +266,8 @@ impl Scope {
         }
         if let Some(rate) = self.rate {
             // Bounds keep the bucket arithmetic finite: a rate far below one a day
-            // overflows a wait, one far above a billion a second rounds to no interval.
+            // overflows a wait, and above a million a second the shared limiter's
+            // interval (in microseconds) rounds to nothing.
             let per_second = rate.per_second;
             if !(MIN_RATE..=MAX_RATE).contains(&per_second)
                 || !(1..=MAX_BURST).contains(&rate.burst)
@@ -359,14 +360,15 @@ fn keep_out_of_reserved(
     let reserved = |key: &&Bytes| key.starts_with(RESERVED_PREFIX);
     let args = &command.args;
     let found = match info.and_then(|i| key_positions(&i.key_specs, args)) {
+        // Every `STORE` counts: Redis takes the last one.
         _ if matches!(name, "sort" | "sort_ro") => args
             .iter()
             .skip(2)
             .zip(args.iter().skip(3))
-            .find(|(word, _)| word.eq_ignore_ascii_case(b"store"))
+            .filter(|(word, _)| word.eq_ignore_ascii_case(b"store"))
             .map(|(_, destination)| destination)
-            .filter(reserved)
-            .or_else(|| args.get(1).filter(reserved)),
+            .chain(args.get(1))
+            .find(reserved),
         Some(positions) => positions
             .into_iter()
             .filter_map(|p| args.get(p))
@@ -1172,6 +1174,13 @@ mod tests {
             Err(Reason::Reserved)
         );
         assert!(allowed(&standard, &["SORT", "l", "STORE", "mine"]).is_ok());
+        assert_eq!(
+            allowed(
+                &standard,
+                &["SORT", "l", "STORE", "mine", "STORE", "restash:x"]
+            ),
+            Err(Reason::Reserved)
+        );
         for trusted in [Mode::Admin, Mode::ReadOnly] {
             let scope = Scope::unrestricted("t", trusted);
             assert!(allowed(&scope, &["GET", "restash:cache:v:{ns:k}"]).is_ok());
