@@ -480,7 +480,7 @@ async fn ten_thousand_command_pipeline() {
     let (status, body) = gateway
         .post("/pipeline", Value::Array(commands).to_string())
         .await;
-    assert_eq!(status, 200);
+    assert_eq!(status, 200, "{body}");
     let items = body.as_array().expect("array");
     assert_eq!(items.len(), 10_000);
     for (i, item) in items.iter().enumerate() {

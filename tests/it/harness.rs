@@ -571,9 +571,11 @@ impl Gateway {
         Gateway::start_with(test_config(&cluster.url())).await
     }
 
-    /// Starts restash with `config` and waits until `/readyz` answers 200
-    /// (or 3 s pass, for tests whose Redis is down on purpose).
+    /// Starts restash with `config` and waits until `/readyz` answers 200: up to
+    /// 15 s while the URL's Redis accepts connections (a loaded machine), 3 s when it
+    /// does not (tests whose Redis is down on purpose).
     pub async fn start_with(config: Config) -> Gateway {
+        let redis_listening = redis_listening(&config.redis_url);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -599,7 +601,8 @@ impl Gateway {
             shutdown: Some(tx),
             task: Some(task),
         };
-        let deadline = Instant::now() + Duration::from_secs(3);
+        let wait = if redis_listening { 15 } else { 3 };
+        let deadline = Instant::now() + Duration::from_secs(wait);
         while Instant::now() < deadline {
             if let Ok(r) = gateway.http.get(gateway.at("/readyz")).send().await {
                 if r.status() == 200 {
@@ -672,6 +675,21 @@ impl Drop for Gateway {
             task.abort();
         }
     }
+}
+
+/// Whether the first `host:port` of a `redis://`-style URL accepts TCP connections.
+fn redis_listening(url: &str) -> bool {
+    let Some((_, rest)) = url.split_once("://") else {
+        return false;
+    };
+    let authority = rest.split(['/', '?']).next().unwrap_or_default();
+    let address = authority.rsplit('@').next().unwrap_or_default();
+    let Ok(mut addresses) = std::net::ToSocketAddrs::to_socket_addrs(address) else {
+        return false;
+    };
+    addresses.next().is_some_and(|address| {
+        std::net::TcpStream::connect_timeout(&address, Duration::from_millis(200)).is_ok()
+    })
 }
 
 /// A random key prefix so tests sharing a Redis never collide.
