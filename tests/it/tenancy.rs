@@ -1682,6 +1682,65 @@ async fn shared_rate_limits_hold_across_instances() {
     println!("shared limit: two instances together accepted {rate:.1}/s (limit 20/s)");
 }
 
+/// XREADGROUP's keys are the ones after its real `STREAMS` keyword, as Redis reads
+/// them: a group or consumer named "streams" does not hide a stream outside the
+/// token's prefixes. Before, a token with prefix `s` read `orders:…` through
+/// `XREADGROUP COUNT 1 GROUP workers streams streams orders:… >`.
+#[tokio::test]
+async fn xreadgroup_with_a_group_named_streams_stays_inside_the_prefix() {
+    let redis = RedisServer::start();
+    let scratch = Scratch::new();
+    let file = scratch.write(
+        "tokens.toml",
+        "[[tokens]]\nname = \"s-only\"\ntoken = \"s-token\"\nprefixes = [\"s\"]\n",
+    );
+    let gw = gateway_with(&redis.url(), |c| c.tokens_file = Some(file)).await;
+    let stream = format!("orders:{}", crate::harness::prefix());
+    redis.cli(&["XADD", &stream, "*", "item", "secret"]);
+    redis.cli(&["XGROUP", "CREATE", &stream, "workers", "0"]);
+    // The consumer is named "streams" and the keyword is written in lower case too.
+    let sneaky = json!([
+        "XREADGROUP",
+        "COUNT",
+        "1",
+        "GROUP",
+        "workers",
+        "streams",
+        "streams",
+        stream,
+        ">"
+    ]);
+    let (status, body) = run(&gw, "s-token", sneaky).await;
+    assert_eq!(status, 403, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("outside this token's prefixes"),
+        "{body}"
+    );
+    // Its own streams still work, with the same group and consumer names.
+    let own = format!("s:{}", crate::harness::prefix());
+    redis.cli(&["XADD", &own, "*", "item", "mine"]);
+    redis.cli(&["XGROUP", "CREATE", &own, "streams", "0"]);
+    let (status, body) = run(
+        &gw,
+        "s-token",
+        json!([
+            "XREADGROUP",
+            "GROUP",
+            "streams",
+            "streams",
+            "STREAMS",
+            own,
+            ">"
+        ]),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.to_string().contains("mine"), "{body}");
+}
+
 /// A rate-limited token cannot reset its own shared bucket: standard tokens without
 /// prefixes may not touch keys under `restash:`. Before, a pipeline that deleted
 /// `restash:rate:{metered}` with every request was never limited.
