@@ -156,11 +156,10 @@ impl Cache {
         let frames = self
             .bounded(async { Ok(backend.pipeline_on(commands).await?) })
             .await?;
-        let [time, entry] = &frames[..] else {
+        let Ok([time, entry]) = <[Frame; 2]>::try_from(frames) else {
             return Err(CacheError::Reply("lookup"));
         };
-        decode_peek(checked(time.clone())?, checked(entry.clone())?)
-            .ok_or(CacheError::Reply("lookup"))
+        decode_peek(checked(time)?, checked(entry)?).ok_or(CacheError::Reply("lookup"))
     }
 
     /// Stores a value. With a token, only while it holds the lease and no matching

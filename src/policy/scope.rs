@@ -360,15 +360,18 @@ fn keep_out_of_reserved(
     let reserved = |key: &&Bytes| key.starts_with(RESERVED_PREFIX);
     let args = &command.args;
     let found = match info.and_then(|i| key_positions(&i.key_specs, args)) {
-        // Every `STORE` counts: Redis takes the last one.
-        _ if matches!(name, "sort" | "sort_ro") => args
-            .iter()
-            .skip(2)
-            .zip(args.iter().skip(3))
-            .filter(|(word, _)| word.eq_ignore_ascii_case(b"store"))
-            .map(|(_, destination)| destination)
-            .chain(args.get(1))
-            .find(reserved),
+        // Its key and every `STORE` (Redis takes the last one); a SORT that does not
+        // parse is left for Redis to refuse.
+        _ if matches!(name, "sort" | "sort_ro") => {
+            let mut found = args.get(1).filter(reserved);
+            let _ = walk_sort(args, |part| {
+                if let SortPart::Store(destination) = part {
+                    found = found.or(Some(destination).filter(reserved));
+                }
+                Ok(())
+            });
+            found
+        }
         Some(positions) => positions
             .into_iter()
             .filter_map(|p| args.get(p))
@@ -630,6 +633,33 @@ fn check_sort(scope: &Scope, args: &[Bytes]) -> Result<(), Denied> {
     if !scope.owns(key) {
         return Err(key_refusal(key));
     }
+    walk_sort(args, |part| match part {
+        SortPart::Store(destination) if !scope.owns(destination) => Err(key_refusal(destination)),
+        SortPart::Pattern(pattern) => {
+            let reaches_keys = pattern.contains(&b'*') && &pattern[..] != b"#";
+            if reaches_keys && !scope.owns(pattern) {
+                return Err(pattern_refusal(scope, "SORT BY/GET"));
+            }
+            Ok(())
+        }
+        SortPart::Store(_) => Ok(()),
+    })
+}
+
+/// What SORT reaches besides its key.
+enum SortPart<'a> {
+    /// A `STORE` destination (Redis writes to the last one).
+    Store(&'a Bytes),
+    /// A `BY` or `GET` pattern.
+    Pattern(&'a Bytes),
+}
+
+/// Walks SORT's options as Redis does, handing `visit` each destination and pattern;
+/// a syntax error is refused as Redis would refuse it.
+fn walk_sort<'a>(
+    args: &'a [Bytes],
+    mut visit: impl FnMut(SortPart<'a>) -> Result<(), Denied>,
+) -> Result<(), Denied> {
     let syntax = || Denied {
         reason: Reason::UnknownKeys,
         refusal: Refusal::Unsupported("ERR syntax error".into()),
@@ -642,16 +672,11 @@ fn check_sort(scope: &Scope, args: &[Bytes]) -> Result<(), Denied> {
             (b"asc" | b"desc" | b"alpha", _) => i += 1,
             (b"limit", _) if i + 2 < args.len() => i += 3,
             (b"store", Some(destination)) => {
-                if !scope.owns(destination) {
-                    return Err(key_refusal(destination));
-                }
+                visit(SortPart::Store(destination))?;
                 i += 2;
             }
             (b"by" | b"get", Some(pattern)) => {
-                let reaches_keys = pattern.contains(&b'*') && &pattern[..] != b"#";
-                if reaches_keys && !scope.owns(pattern) {
-                    return Err(pattern_refusal(scope, "SORT BY/GET"));
-                }
+                visit(SortPart::Pattern(pattern))?;
                 i += 2;
             }
             _ => return Err(syntax()),

@@ -207,6 +207,16 @@ impl RedisServer {
         String::from_utf8_lossy(&output.stdout).trim().to_string()
     }
 
+    /// How many times `command` ran since start or `CONFIG RESETSTAT` (`INFO commandstats`).
+    pub fn command_calls(&self, command: &str) -> u64 {
+        let prefix = format!("cmdstat_{command}:calls=");
+        self.cli(&["INFO", "commandstats"])
+            .lines()
+            .find_map(|l| l.strip_prefix(prefix.as_str()))
+            .and_then(|rest| rest.split(',').next())
+            .map_or(0, |n| n.parse().expect("a count"))
+    }
+
     fn wait_ready(&mut self, limit: Duration) -> bool {
         let deadline = Instant::now() + limit;
         while Instant::now() < deadline {

@@ -169,6 +169,16 @@ pub(crate) async fn send_to_redis(port: u16, batch: &[u8], count: usize) {
     written.expect("publish");
 }
 
+/// What a stalled reader's socket still holds, read to its end (within 10 s).
+pub(crate) async fn read_rest(socket: &mut TcpStream) -> String {
+    let mut rest = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), socket.read_to_end(&mut rest))
+        .await
+        .expect("the stream ends")
+        .expect("read");
+    String::from_utf8_lossy(&rest).into_owned()
+}
+
 /// Waits (bounded) until `check` holds.
 pub(crate) async fn eventually(what: &str, limit: Duration, mut check: impl FnMut() -> bool) {
     let deadline = Instant::now() + limit;
@@ -606,12 +616,7 @@ async fn a_slow_reader_is_cut_off_with_bounded_memory() {
     assert!(growth < published / 4, "RSS grew {growth} bytes");
 
     // Reading again: what was already in flight, then the error event, then the end.
-    let mut rest = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), socket.read_to_end(&mut rest))
-        .await
-        .expect("the stream ends")
-        .expect("read");
-    let text = String::from_utf8_lossy(&rest);
+    let text = read_rest(&mut socket).await;
     let received = text.matches(&format!("data: message,{channel},")).count();
     assert!(received < MESSAGES / 2, "received {received} of {MESSAGES}");
     assert!(
@@ -1009,12 +1014,7 @@ async fn a_slow_reader_is_cut_off_by_the_bytes_it_holds() {
     )
     .await;
     // Reading again: what was in flight, then the error event.
-    let mut rest = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), socket.read_to_end(&mut rest))
-        .await
-        .expect("the stream ends")
-        .expect("read");
-    let text = String::from_utf8_lossy(&rest);
+    let text = read_rest(&mut socket).await;
     assert!(
         text.contains("event: error\ndata: ERR stream closed: the client read too slowly"),
         "{}",

@@ -7,13 +7,13 @@ use std::process::Command;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use tokio::io::AsyncReadExt;
 
 use crate::harness::{
     prefix, test_config, Gateway, OutputWithin, RedisCluster, RedisServer, CLI_LIMIT, TOKEN,
 };
 use crate::pubsub::{
-    connections, eventually, named, publish_batch, send_to_redis, stalled_reader, stream, Events,
+    connections, eventually, named, publish_batch, read_rest, send_to_redis, stalled_reader,
+    stream, Events,
 };
 
 const TENANT_TOKEN: &str = "acme-sharded-token";
@@ -217,12 +217,7 @@ async fn a_slow_sharded_reader_is_cut_off() {
         || shard_numsub(&redis, &channel) == 0,
     )
     .await;
-    let mut rest = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), socket.read_to_end(&mut rest))
-        .await
-        .expect("the stream ends")
-        .expect("read");
-    let text = String::from_utf8_lossy(&rest);
+    let text = read_rest(&mut socket).await;
     let received = text.matches(&format!("data: smessage,{channel},")).count();
     eprintln!(
         "slow sharded reader: received {received} of {MESSAGES} messages before the error event"
