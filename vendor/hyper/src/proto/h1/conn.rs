@@ -278,8 +278,11 @@ where
 
         #[cfg(feature = "server")]
         {
+            // restash: the timer is kept for the next head, which resets it, instead of
+            // being dropped and allocated and registered anew for every request. Left
+            // registered, it may wake the connection once if a request takes longer
+            // than the timeout; while not running it is never polled.
             self.state.h1_header_read_timeout_running = false;
-            self.state.h1_header_read_timeout_fut = None;
         }
 
         // Note: don't deconstruct `msg` into local variables, it appears
@@ -498,7 +501,12 @@ where
             return Poll::Pending;
         }
 
-        let num_read = ready!(self.force_io_read(cx)).map_err(crate::Error::new_io)?;
+        // restash: a probe, not a sized read (see `Buffered::poll_read_probe`).
+        let num_read = ready!(self.io.poll_read_probe(cx)).map_err(|e| {
+            trace!(error = %e, "mid_message_detect_eof; io error");
+            self.state.close();
+            crate::Error::new_io(e)
+        })?;
 
         if num_read == 0 {
             trace!("found unexpected EOF on busy connection: {:?}", self.state);

@@ -245,7 +245,28 @@ where
         if self.read_buf_remaining_mut() < next {
             self.read_buf.reserve(next);
         }
+        self.poll_read_into_spare(cx, true)
+    }
 
+    /// restash: a read that only looks for the end of the connection (or the start
+    /// of a pipelined request) while a request is being answered. The request's head
+    /// and body are still slices of the read buffer then, so reserving the usual read
+    /// size made every request allocate a new buffer; this reads into the capacity
+    /// left, reserving only when none is, and does not count towards the adaptive
+    /// read size.
+    pub(crate) fn poll_read_probe(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        self.read_blocked = false;
+        if self.read_buf_remaining_mut() == 0 {
+            return self.poll_read_from_io(cx);
+        }
+        self.poll_read_into_spare(cx, false)
+    }
+
+    fn poll_read_into_spare(
+        &mut self,
+        cx: &mut Context<'_>,
+        record: bool,
+    ) -> Poll<io::Result<usize>> {
         // SAFETY: ReadBuf and poll_read promise not to set any uninitialized
         // bytes onto `dst`.
         let dst = unsafe { self.read_buf.chunk_mut().as_uninit_slice_mut() };
@@ -260,7 +281,9 @@ where
                 unsafe {
                     self.read_buf.advance_mut(n);
                 }
-                self.read_buf_strategy.record(n);
+                if record {
+                    self.read_buf_strategy.record(n);
+                }
                 Poll::Ready(Ok(n))
             }
             Poll::Pending => {
