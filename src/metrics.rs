@@ -19,7 +19,6 @@
 //! | `restash_build_info` | gauge | `version` |
 
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -143,9 +142,9 @@ pub fn record_request(route: &str, method: &str, status: u16, elapsed: Duration)
 
 thread_local! {
     /// This thread's handles, by route (routes are a fixed set of patterns).
-    static REQUEST_METRICS: RefCell<HashMap<String, RouteMetrics>> = RefCell::new(HashMap::new());
+    static REQUEST_METRICS: RefCell<foldhash::HashMap<String, RouteMetrics>> = RefCell::default();
     /// This thread's command counters, by lower-case name (known names only).
-    static COMMAND_COUNTERS: RefCell<HashMap<Box<[u8]>, Counter>> = RefCell::new(HashMap::new());
+    static COMMAND_COUNTERS: RefCell<foldhash::HashMap<Box<[u8]>, Counter>> = RefCell::default();
 }
 
 /// Metric handles of one route.

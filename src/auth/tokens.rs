@@ -61,7 +61,10 @@ pub fn presented_token<'a>(
     query: Option<&'a str>,
 ) -> Option<std::borrow::Cow<'a, str>> {
     if let Some(value) = authorization {
-        let (scheme, token) = value.trim().split_once(' ')?;
+        // Byte searches: header values are visible ASCII, spaces and tabs (issue 7).
+        let value = value.trim_ascii();
+        let space = value.bytes().position(|b| b == b' ')?;
+        let (scheme, token) = (&value[..space], &value[space + 1..]);
         return scheme
             .eq_ignore_ascii_case("bearer")
             .then(|| std::borrow::Cow::Borrowed(token.trim()));

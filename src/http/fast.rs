@@ -116,12 +116,9 @@ impl Service<axum::http::Request<Incoming>> for App {
                 None
             };
             if let Some((kind, gate)) = route {
-                let gate = gate.clone();
                 let state = direct.state.clone();
                 let handler = move |request| run(kind, state, request);
-                return Either::Left(Box::pin(
-                    async move { Ok(gate.run(request, handler).await) },
-                ));
+                return Either::Left(Box::pin(gate.run(request, handler)));
             }
         }
         Either::Right(self.router.call(request.map(Body::new)))

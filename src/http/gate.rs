@@ -28,12 +28,10 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use axum::extract::{MatchedPath, Request};
-use axum::http::{header, HeaderName, HeaderValue, Method, StatusCode, Uri};
+use axum::http::{header, HeaderName, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use futures::FutureExt;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tower::{Layer, Service, ServiceExt};
-use tracing::Instrument;
 
 use super::AppState;
 use crate::error::{json_error, ApiError, TOO_LARGE_TEXT};
@@ -132,16 +130,13 @@ where
         // The clone is the one not yet polled ready; keep the ready one for this call.
         let clone = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, clone);
-        let shared = self.shared.clone();
-        Box::pin(async move {
-            let route = |request| async move {
-                match inner.oneshot(request).await {
-                    Ok(response) => response,
-                    Err(never) => match never {},
-                }
-            };
-            Ok(shared.handle(request, route).await)
-        })
+        let route = |request| async move {
+            match inner.oneshot(request).await {
+                Ok(response) => response,
+                Err(never) => match never {},
+            }
+        };
+        Box::pin(self.shared.clone().handle(request, route))
     }
 }
 
@@ -149,17 +144,28 @@ impl GateLayer {
     /// Runs `route` for `request` inside the gate, with no `Service` in between:
     /// the direct routes of [`super::fast`] pass the request as hyper gave it, so
     /// that the whole request costs one boxed future.
-    pub async fn run<B, F, Fut>(&self, request: axum::http::Request<B>, route: F) -> Response
+    pub fn run<B, F, Fut>(
+        &self,
+        request: axum::http::Request<B>,
+        route: F,
+    ) -> impl Future<Output = Result<Response, Infallible>> + Send + 'static
     where
-        F: FnOnce(axum::http::Request<B>) -> Fut,
-        Fut: Future<Output = Response>,
+        B: Send + 'static,
+        F: FnOnce(axum::http::Request<B>) -> Fut + Send + 'static,
+        Fut: Future<Output = Response> + Send + 'static,
     {
-        self.shared.handle(request, route).await
+        self.shared.clone().handle(request, route)
     }
 }
 
 impl Shared {
-    async fn handle<B, F, Fut>(&self, mut request: axum::http::Request<B>, inner: F) -> Response
+    /// The whole gate, as one async function: every layer of `async` around the
+    /// route's future is another copy of it (about 2 KB) per request (issue 7).
+    async fn handle<B, F, Fut>(
+        self: Arc<Self>,
+        mut request: axum::http::Request<B>,
+        inner: F,
+    ) -> Result<Response, Infallible>
     where
         F: FnOnce(axum::http::Request<B>) -> Fut,
         Fut: Future<Output = Response>,
@@ -186,7 +192,27 @@ impl Shared {
         let method = request.method().clone();
         let uri = request.uri().clone();
 
-        let (response, shed) = self.run(request, inner, &id, &method, &uri).await;
+        let (response, shed) = match self.admit(uri.path()) {
+            Admission::Shed => (busy(), true),
+            permit => {
+                let span = tracing::debug_span!("request", id = ?id, %method, path = uri.path());
+                // Building the route's future only moves the request into it; its
+                // body runs when polled, inside the guard.
+                let outcome = Guarded::new(inner(request), self.request_timeout, span).await;
+                drop(permit);
+                let response = match outcome {
+                    Outcome::Answered(response) => response,
+                    Outcome::Panicked => {
+                        tracing::error!(request_id = ?id, "handler panicked");
+                        json_error(StatusCode::INTERNAL_SERVER_ERROR, "ERR internal error")
+                    }
+                    Outcome::TimedOut => {
+                        json_error(StatusCode::REQUEST_TIMEOUT, "ERR request timeout")
+                    }
+                };
+                (response, false)
+            }
+        };
         let mut response = json_errors(response);
         response
             .headers_mut()
@@ -195,72 +221,105 @@ impl Shared {
         response.headers_mut().insert(REQUEST_ID_HEADER, id.clone());
 
         let status = response.status();
+        let elapsed = started.elapsed();
         if status.is_server_error() {
             tracing::error!(
                 request_id = ?id,
                 %method,
                 path = uri.path(),
                 status = status.as_u16(),
-                latency_ms = started.elapsed().as_millis() as u64,
+                latency_ms = elapsed.as_millis() as u64,
                 "request failed"
             );
         }
-        metrics::record_request(route, method.as_str(), status.as_u16(), started.elapsed());
+        metrics::record_request(route, method.as_str(), status.as_u16(), elapsed);
         let probe = matches!(route, "/healthz" | "/readyz" | "/metrics");
         if !probe && !shed {
             metrics::record_redis_error(status.as_u16());
         }
-        response
+        Ok(response)
     }
 
-    /// Runs the route under the concurrency limit, the timeout and a panic guard;
-    /// also says whether the request was shed.
-    async fn run<B, F, Fut>(
-        &self,
-        request: axum::http::Request<B>,
-        inner: F,
-        id: &HeaderValue,
-        method: &Method,
-        uri: &Uri,
-    ) -> (Response, bool)
-    where
-        F: FnOnce(axum::http::Request<B>) -> Fut,
-        Fut: Future<Output = Response>,
-    {
-        // Probes and metrics are never shed: a shed readiness probe would take a busy
-        // instance out of its load balancer and move its load onto the others.
-        let never_shed = matches!(uri.path(), "/healthz" | "/readyz" | "/metrics");
-        let permit = if never_shed {
-            None
-        } else {
-            match self.permits.clone().try_acquire_owned() {
-                Ok(permit) => Some(permit),
-                Err(_) => {
-                    metrics::record_load_shed();
-                    let mut response = json_error(StatusCode::SERVICE_UNAVAILABLE, BUSY_TEXT);
-                    response
-                        .headers_mut()
-                        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-                    return (response, true);
-                }
+    /// Takes a permit of the concurrency limit for a request to `path`, or sheds
+    /// it. Probes and metrics are never shed: a shed readiness probe would take a
+    /// busy instance out of its load balancer and move its load onto the others.
+    fn admit(&self, path: &str) -> Admission {
+        if matches!(path, "/healthz" | "/readyz" | "/metrics") {
+            return Admission::Unlimited;
+        }
+        match self.permits.clone().try_acquire_owned() {
+            Ok(permit) => Admission::Admitted { _permit: permit },
+            Err(_) => {
+                metrics::record_load_shed();
+                Admission::Shed
             }
-        };
-        let span = tracing::debug_span!("request", id = ?id, %method, path = uri.path());
-        // Called inside the guarded future: a panic building it is caught too.
-        let guarded = AssertUnwindSafe(async move { inner(request).await }).catch_unwind();
-        let outcome = tokio::time::timeout(self.request_timeout, guarded)
-            .instrument(span)
-            .await;
-        drop(permit);
-        let response = match outcome {
-            Ok(Ok(response)) => response,
-            Ok(Err(_panic)) => {
-                tracing::error!(request_id = ?id, "handler panicked");
-                json_error(StatusCode::INTERNAL_SERVER_ERROR, "ERR internal error")
-            }
-            Err(_elapsed) => json_error(StatusCode::REQUEST_TIMEOUT, "ERR request timeout"),
-        };
-        (response, false)
+        }
+    }
+}
+
+/// Whether a request may run now; a permit is released when dropped.
+enum Admission {
+    /// Probes and metrics: not counted against the limit.
+    Unlimited,
+    /// Counted against the limit until the permit is dropped.
+    Admitted { _permit: OwnedSemaphorePermit },
+    /// Over the limit.
+    Shed,
+}
+
+/// The answer to a shed request: a JSON 503 with `Retry-After: 1`.
+fn busy() -> Response {
+    let mut response = json_error(StatusCode::SERVICE_UNAVAILABLE, BUSY_TEXT);
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    response
+}
+
+/// How a guarded route ended.
+enum Outcome {
+    Answered(Response),
+    Panicked,
+    TimedOut,
+}
+
+pin_project_lite::pin_project! {
+    /// The route's future under the request timeout and a panic guard, polled
+    /// inside the request's span: one wrapper where `timeout`, `catch_unwind` and
+    /// `instrument` were three, each moving the whole future once more (issue 7).
+    struct Guarded<F> {
+        #[pin]
+        route: F,
+        #[pin]
+        deadline: tokio::time::Sleep,
+        span: tracing::Span,
+    }
+}
+
+impl<F> Guarded<F> {
+    fn new(route: F, timeout: Duration, span: tracing::Span) -> Guarded<F> {
+        Guarded {
+            route,
+            deadline: tokio::time::sleep(timeout),
+            span,
+        }
+    }
+}
+
+impl<F: Future<Output = Response>> Future for Guarded<F> {
+    type Output = Outcome;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Outcome> {
+        let this = self.project();
+        let _entered = this.span.enter();
+        let route = this.route;
+        // Once this answers `Panicked` the route is never polled again.
+        match std::panic::catch_unwind(AssertUnwindSafe(|| route.poll(cx))) {
+            Ok(Poll::Ready(response)) => return Poll::Ready(Outcome::Answered(response)),
+            Ok(Poll::Pending) => {}
+            Err(_panic) => return Poll::Ready(Outcome::Panicked),
+        }
+        this.deadline.poll(cx).map(|()| Outcome::TimedOut)
     }
 }
 
@@ -370,6 +429,31 @@ mod tests {
         for n in [0, 1, 0xdead_beef, u32::MAX, 0x0123_4567] {
             assert_eq!(hex_prefix(n), *format!("{n:08x}").as_bytes());
         }
+    }
+
+    #[tokio::test]
+    async fn a_guarded_route_answers_panics_or_times_out() {
+        let span = tracing::Span::none;
+        let answer = async { json_error(StatusCode::IM_A_TEAPOT, "ERR tea") };
+        match Guarded::new(answer, Duration::from_secs(5), span()).await {
+            Outcome::Answered(response) => assert_eq!(response.status(), StatusCode::IM_A_TEAPOT),
+            _ => panic!("the route answered"),
+        }
+        let panics = async {
+            tokio::task::yield_now().await;
+            panic!("a bug in a handler");
+        };
+        assert!(matches!(
+            Guarded::new(panics, Duration::from_secs(5), span()).await,
+            Outcome::Panicked
+        ));
+        let never = std::future::pending::<Response>();
+        let started = Instant::now();
+        assert!(matches!(
+            Guarded::new(never, Duration::from_millis(50), span()).await,
+            Outcome::TimedOut
+        ));
+        assert!(started.elapsed() >= Duration::from_millis(50));
     }
 
     #[test]

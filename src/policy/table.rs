@@ -7,7 +7,8 @@
 //! Container commands (`SCRIPT`, `CLIENT`, `CONFIG`, …) carry their policy on
 //! their subcommands, named `script|load`.
 
-use std::collections::HashMap;
+/// Looked up for every command: a fast seeded hasher instead of SipHash (issue 7).
+pub type HashMap<K, V> = foldhash::HashMap<K, V>;
 
 use crate::protocol::reply::Frame;
 use crate::protocol::Command;
@@ -60,7 +61,7 @@ impl CommandTable {
     /// Parses the reply of `COMMAND`.
     pub fn from_frame(frame: &Frame) -> Result<Self, TableError> {
         let entries = as_array(frame).ok_or(TableError::Shape("not an array"))?;
-        let mut commands = HashMap::with_capacity(entries.len());
+        let mut commands = HashMap::with_capacity_and_hasher(entries.len(), Default::default());
         for entry in entries {
             let info = parse_entry(entry)?;
             commands.insert(info.name.clone(), info);
@@ -139,7 +140,7 @@ fn parse_entry(entry: &Frame) -> Result<CommandInfo, TableError> {
         Some(Frame::Array { data, .. }) => data.iter().filter_map(KeySpec::from_frame).collect(),
         _ => Vec::new(),
     };
-    let mut subcommands = HashMap::new();
+    let mut subcommands = HashMap::default();
     if let Some(subs) = fields.get(9).and_then(as_array) {
         for sub in subs {
             let info = parse_entry(sub)?;

@@ -208,10 +208,32 @@ fn line_end(buf: &[u8], at: usize) -> Option<usize> {
 }
 
 fn parse_int(digits: &[u8]) -> Result<i64, ProtocolError> {
-    std::str::from_utf8(digits)
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .ok_or(ProtocolError("a length or integer is not a number"))
+    const NOT_A_NUMBER: ProtocolError = ProtocolError("a length or integer is not a number");
+    let (negative, magnitude) = match digits {
+        [b'-', rest @ ..] => (true, rest),
+        [b'+', rest @ ..] => (false, rest),
+        _ => (false, digits),
+    };
+    if magnitude.is_empty() {
+        return Err(NOT_A_NUMBER);
+    }
+    // Accumulated negatively so that i64::MIN parses too.
+    let mut value: i64 = 0;
+    for &byte in magnitude {
+        let digit = match byte {
+            b'0'..=b'9' => i64::from(byte - b'0'),
+            _ => return Err(NOT_A_NUMBER),
+        };
+        value = value
+            .checked_mul(10)
+            .and_then(|v| v.checked_sub(digit))
+            .ok_or(NOT_A_NUMBER)?;
+    }
+    if negative {
+        Ok(value)
+    } else {
+        value.checked_neg().ok_or(NOT_A_NUMBER)
+    }
 }
 
 /// A `+`, `-` or `:` reply whose type byte is at `at` and whose line ends (`\r`) at `end`.
@@ -254,6 +276,37 @@ mod tests {
         }
         assert!(buf.is_empty(), "left over: {buf:?}");
         frames
+    }
+
+    /// Integers are read as `str::parse::<i64>` reads them, limits and signs included.
+    #[test]
+    fn integers_parse_as_the_standard_library_parses_them() {
+        let cases = [
+            "0",
+            "7",
+            "-1",
+            "+5",
+            "42",
+            "-0",
+            "007",
+            "9223372036854775807",
+            "-9223372036854775808",
+            "9223372036854775808",
+            "-9223372036854775809",
+            "",
+            "-",
+            "+",
+            "1a",
+            " 1",
+            "1 ",
+            "--1",
+            "+-1",
+            "١",
+        ];
+        for case in cases {
+            let expected = case.parse::<i64>().ok();
+            assert_eq!(parse_int(case.as_bytes()).ok(), expected, "{case:?}");
+        }
     }
 
     /// Fed a few bytes at a time, as reads deliver them, a scan finds the same reply
