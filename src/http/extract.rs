@@ -5,7 +5,7 @@ use axum::extract::MatchedPath;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::header::{AUTHORIZATION, RETRY_AFTER};
 use axum::http::request::Parts;
-use axum::http::{HeaderName, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::BytesMut;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
@@ -34,7 +34,46 @@ impl FromRequestParts<AppState> for Caller {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Response> {
         let matched = parts.extensions.get::<MatchedPath>().cloned();
         let endpoint = matched.as_ref().map_or("request", MatchedPath::as_str);
-        Caller::authenticate(parts, state, endpoint).await
+        let authorization = parts.headers.get(AUTHORIZATION);
+        Caller::authenticate(parts, authorization, state, endpoint).await
+    }
+}
+
+/// The request headers the command endpoints read, found in one walk over the
+/// header map: a lookup by name hashes the name, and four of them cost more than
+/// one pass over the handful of headers a request carries (issue 7). Where a
+/// header is repeated, the first counts, as with `HeaderMap::get`.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct KnownHeaders<'a> {
+    /// `Authorization`.
+    pub authorization: Option<&'a HeaderValue>,
+    /// `Upstash-Encoding`.
+    pub encoding: Option<&'a HeaderValue>,
+    /// `Upstash-Response-Format`.
+    pub response_format: Option<&'a HeaderValue>,
+    /// `Upstash-Sync-Token`.
+    pub sync_token: Option<&'a HeaderValue>,
+}
+
+impl<'a> KnownHeaders<'a> {
+    /// Finds the headers in `headers`.
+    pub fn of(headers: &'a HeaderMap) -> KnownHeaders<'a> {
+        let mut known = KnownHeaders::default();
+        for (name, value) in headers {
+            let slot = if name == AUTHORIZATION {
+                &mut known.authorization
+            } else if name == ENCODING_HEADER {
+                &mut known.encoding
+            } else if name == RESPONSE_FORMAT_HEADER {
+                &mut known.response_format
+            } else if name == SYNC_TOKEN_HEADER {
+                &mut known.sync_token
+            } else {
+                continue;
+            };
+            slot.get_or_insert(value);
+        }
+        known
     }
 }
 
@@ -43,6 +82,7 @@ impl Caller {
     /// pattern, as audit logs and stream policies name it).
     pub async fn authenticate(
         parts: &Parts,
+        authorization: Option<&HeaderValue>,
         state: &AppState,
         endpoint: &str,
     ) -> Result<Caller, Response> {
@@ -50,7 +90,7 @@ impl Caller {
             audit::refused(None, endpoint, error.reason(), error.text());
             json_error(StatusCode::UNAUTHORIZED, error.text())
         };
-        let header = match parts.headers.get(AUTHORIZATION) {
+        let header = match authorization {
             Some(value) => Some(
                 value
                     .to_str()
@@ -184,19 +224,24 @@ impl<S: Send + Sync> FromRequestParts<S> for ReplyFormat {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        ReplyFormat::from_headers(&KnownHeaders::of(&parts.headers))
+    }
+}
+
+/// A header's text, trimmed; `None` when absent or not visible ASCII.
+fn header_text(value: Option<&HeaderValue>) -> Option<&str> {
+    value.and_then(|v| v.to_str().ok()).map(str::trim)
+}
+
+impl ReplyFormat {
+    /// The format the request's headers ask for.
+    pub fn from_headers(headers: &KnownHeaders<'_>) -> Result<ReplyFormat, ApiError> {
         // Compared without allocating: the SDKs send `Upstash-Encoding` on every request.
-        let header = |name: &HeaderName| {
-            parts
-                .headers
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .map(str::trim)
-        };
-        let encoding = match header(&ENCODING_HEADER) {
+        let encoding = match header_text(headers.encoding) {
             Some(value) if value.eq_ignore_ascii_case("base64") => StringEncoding::Base64,
             _ => StringEncoding::Utf8,
         };
-        let resp2 = match header(&RESPONSE_FORMAT_HEADER) {
+        let resp2 = match header_text(headers.response_format) {
             None | Some("") => false,
             Some(value) if value.eq_ignore_ascii_case("json") => false,
             Some(value) if value.eq_ignore_ascii_case("resp2") => true,
@@ -281,20 +326,25 @@ impl<S: Send + Sync> FromRequestParts<S> for SyncToken {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
-        Ok(SyncToken(
-            parts
-                .headers
-                .get(SYNC_TOKEN_HEADER)
+        Ok(SyncToken::from_headers(&KnownHeaders::of(&parts.headers)))
+    }
+}
+
+impl SyncToken {
+    /// The token the request's headers echo, if any.
+    pub fn from_headers(headers: &KnownHeaders<'_>) -> SyncToken {
+        SyncToken(
+            headers
+                .sync_token
                 .filter(|v| !v.is_empty() && v.to_str().is_ok())
                 .cloned(),
-        ))
+        )
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use axum::http::HeaderMap;
     use http_body_util::StreamBody;
     use hyper::body::Frame;
 

@@ -16,7 +16,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use axum::body::Body;
-use axum::extract::{FromRequestParts, State};
+use axum::extract::State;
 use axum::http::Method;
 use axum::response::{IntoResponse, Response};
 use axum::routing::future::RouteFuture;
@@ -26,7 +26,7 @@ use hyper::body::Incoming;
 use tower::Service;
 
 use super::commands;
-use super::extract::{read_body, Caller, RawBody, ReplyFormat, SyncToken};
+use super::extract::{read_body, Caller, KnownHeaders, RawBody, ReplyFormat, SyncToken};
 use super::gate::GateLayer;
 use super::AppState;
 
@@ -145,19 +145,18 @@ impl Kind {
 
 /// A handler with its extractors, run in the order the router would run them.
 async fn run(kind: Kind, state: AppState, request: axum::http::Request<Incoming>) -> Response {
-    let (mut parts, body) = request.into_parts();
-    let caller = match Caller::authenticate(&parts, &state, kind.route()).await {
-        Ok(caller) => caller,
-        Err(refusal) => return refusal,
-    };
-    let format = match ReplyFormat::from_request_parts(&mut parts, &state).await {
+    let (parts, body) = request.into_parts();
+    let headers = KnownHeaders::of(&parts.headers);
+    let caller =
+        match Caller::authenticate(&parts, headers.authorization, &state, kind.route()).await {
+            Ok(caller) => caller,
+            Err(refusal) => return refusal,
+        };
+    let format = match ReplyFormat::from_headers(&headers) {
         Ok(format) => format,
         Err(error) => return error.into_response(),
     };
-    let sync = match SyncToken::from_request_parts(&mut parts, &state).await {
-        Ok(sync) => sync,
-        Err(error) => return error.into_response(),
-    };
+    let sync = SyncToken::from_headers(&headers);
     let body = match read_body(body, state.max_body_bytes()).await {
         Ok(body) => RawBody(body),
         Err(error) => return error.into_response(),

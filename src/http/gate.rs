@@ -174,13 +174,16 @@ impl Shared {
         let _in_flight = InFlight::start();
         // Only the logs and the answer need the id; inserting it into the request's
         // headers would make hyper's header map grow (two more allocations).
-        let id = match request.headers().get(REQUEST_ID_HEADER) {
-            Some(id) => id.clone(),
-            None => self.ids.next(),
-        };
-        if let Some(auth) = request.headers_mut().get_mut(header::AUTHORIZATION) {
-            auth.set_sensitive(true);
+        // One walk over the headers, not two lookups by name (each hashes the name).
+        let mut client_id = None;
+        for (name, value) in request.headers_mut().iter_mut() {
+            if name == header::AUTHORIZATION {
+                value.set_sensitive(true);
+            } else if name == REQUEST_ID_HEADER && client_id.is_none() {
+                client_id = Some(value.clone());
+            }
         }
+        let id = client_id.unwrap_or_else(|| self.ids.next());
         let matched = match self.fixed_route {
             Some(_) => None,
             None => request.extensions().get::<MatchedPath>().cloned(),

@@ -41,11 +41,22 @@ impl Command {
     /// The command name in lower case (`get`, `json.set`), used for policy lookups.
     /// Names up to 24 bytes (all of Redis' own) are held inline, without allocating.
     pub fn name_lowercase(&self) -> CompactString {
-        let mut name = self
-            .args
-            .first()
-            .map(|n| CompactString::from_utf8_lossy(n))
-            .unwrap_or_default();
+        /// The longest name `CompactString` holds inline.
+        const INLINE: usize = 24;
+        let Some(first) = self.args.first() else {
+            return CompactString::default();
+        };
+        if first.len() <= INLINE && first.is_ascii() {
+            // Every request's path: lower-cased on the stack (issue 7).
+            let mut lower = [0u8; INLINE];
+            let lower = &mut lower[..first.len()];
+            lower.copy_from_slice(first);
+            lower.make_ascii_lowercase();
+            if let Ok(text) = std::str::from_utf8(lower) {
+                return CompactString::new(text);
+            }
+        }
+        let mut name = CompactString::from_utf8_lossy(first);
         name.make_ascii_lowercase();
         name
     }
@@ -280,6 +291,23 @@ mod tests {
             .iter()
             .map(|a| String::from_utf8_lossy(a).into_owned())
             .collect()
+    }
+
+    #[test]
+    fn names_are_lower_cased_short_long_or_not_utf8() {
+        let name = |first: &[u8]| {
+            Command {
+                args: vec![Bytes::copy_from_slice(first)],
+            }
+            .name_lowercase()
+        };
+        assert_eq!(name(b"GET"), "get");
+        assert_eq!(name(b"JSON.SET"), "json.set");
+        let long = "X".repeat(40);
+        assert_eq!(name(long.as_bytes()), "x".repeat(40));
+        assert_eq!(name("ÉCHO".as_bytes()), "Écho");
+        assert_eq!(name(b"G\xffT"), "g\u{fffd}t");
+        assert_eq!(Command { args: Vec::new() }.name_lowercase(), "");
     }
 
     #[test]
