@@ -358,6 +358,28 @@ mod tests {
         Ok(Frame::data(Bytes::from_static(text.as_bytes())))
     }
 
+    #[test]
+    fn known_headers_are_found_in_one_walk_first_value_first() {
+        let mut headers = HeaderMap::new();
+        headers.insert("host", HeaderValue::from_static("h"));
+        headers.append("authorization", HeaderValue::from_static("Bearer one"));
+        headers.append("authorization", HeaderValue::from_static("Bearer two"));
+        headers.insert("upstash-encoding", HeaderValue::from_static("base64"));
+        headers.insert("upstash-sync-token", HeaderValue::from_static("7"));
+        let known = KnownHeaders::of(&headers);
+        assert_eq!(known.authorization, headers.get(AUTHORIZATION));
+        assert_eq!(known.authorization.unwrap(), "Bearer one");
+        assert_eq!(known.encoding.unwrap(), "base64");
+        assert_eq!(known.response_format, None);
+        assert_eq!(known.sync_token.unwrap(), "7");
+        let format = ReplyFormat::from_headers(&known).unwrap();
+        assert_eq!(format.encoding, StringEncoding::Base64);
+        assert_eq!(SyncToken::from_headers(&known).0.unwrap(), "7");
+        let empty = HeaderMap::new();
+        let none = KnownHeaders::of(&empty);
+        assert!(none.authorization.is_none() && none.sync_token.is_none());
+    }
+
     #[tokio::test]
     async fn pieces_are_joined_in_order_and_trailers_skipped() {
         let trailers = Ok(Frame::trailers(HeaderMap::new()));
