@@ -181,8 +181,8 @@ pub struct RateClaim {
 }
 
 impl Claims {
-    /// The scope these claims grant.
-    pub fn to_scope(&self) -> Result<Scope, String> {
+    /// The scope these claims grant to `token` (the token they came in).
+    pub fn to_scope(&self, token: &str) -> Result<Scope, String> {
         if let Some((claim, meant)) = self
             .others
             .keys()
@@ -206,8 +206,23 @@ impl Claims {
                 burst: r.burst,
             }),
         };
-        let name = format!("jwt:{}", self.sub.as_deref().unwrap_or("-"));
-        doc.to_scope(&name)
+        doc.to_scope(&self.scope_name(token))
+    }
+
+    /// The scope's name, which also keys its rate limit: `jwt:<sub>`. A token
+    /// without `sub` is named by its `jti` (`jwt:-jti:<jti>`), else by the start of
+    /// its SHA-256 (`jwt:-sha256:<16 hex digits>`), so that anonymous tokens do not
+    /// share one rate limit: they did, as `jwt:-`, and one client could spend
+    /// everyone's.
+    fn scope_name(&self, token: &str) -> String {
+        match (&self.sub, &self.jti) {
+            (Some(sub), _) => format!("jwt:{sub}"),
+            (None, Some(jti)) => format!("jwt:-jti:{jti}"),
+            (None, None) => {
+                let digest = super::tokens::digest(token);
+                format!("jwt:-sha256:{}", hex::encode(&digest[..8]))
+            }
+        }
     }
 }
 
@@ -269,7 +284,7 @@ impl JwtVerifier {
         if claims.jti.as_ref().is_some_and(|jti| revoked.contains(jti)) {
             return Err(JwtRefusal::Revoked);
         }
-        claims.to_scope().map_err(|reason| {
+        claims.to_scope(token).map_err(|reason| {
             // The caller learns nothing; the operator learns what is wrong.
             tracing::info!(sub = claims.sub.as_deref().unwrap_or("-"), %reason, "JWT refused");
             JwtRefusal::Invalid
@@ -466,6 +481,36 @@ mod tests {
         }
         let idp = with(serde_json::json!({"email": "a@b", "scope": "openid", "azp": "x"}));
         assert!(idp.is_ok(), "{idp:?}");
+    }
+
+    #[test]
+    fn tokens_without_sub_are_named_apart() {
+        let v = verifier(None, None);
+        let name = |claims: serde_json::Value| {
+            let token = hs(&claims, "s3cret");
+            v.verify(&token, &HashSet::new()).unwrap().name
+        };
+        let exp = now() + 60;
+        assert_eq!(
+            name(serde_json::json!({"sub": "shop", "exp": exp})),
+            "jwt:shop"
+        );
+        assert_eq!(
+            name(serde_json::json!({"jti": "j7", "exp": exp})),
+            "jwt:-jti:j7"
+        );
+        let first = name(serde_json::json!({"exp": exp}));
+        let second = name(serde_json::json!({"exp": exp + 1}));
+        assert!(
+            first.starts_with("jwt:-sha256:") && first.len() == 28,
+            "{first}"
+        );
+        assert_ne!(first, second, "two anonymous tokens share a rate limit");
+        assert_eq!(
+            first,
+            name(serde_json::json!({"exp": exp})),
+            "the same token"
+        );
     }
 
     #[test]

@@ -105,7 +105,8 @@ pub fn run(args: &[String], env: impl Fn(&str) -> Option<String>) -> Result<Stri
     // The claims must make a valid scope, or the gateway would refuse the token.
     let parsed: super::jwt::Claims = serde_json::from_value(claims.clone())
         .map_err(|e| MintError::Usage(format!("invalid claims: {e}")))?;
-    parsed.to_scope().map_err(MintError::Usage)?;
+    // Minted tokens always carry `sub`, so the token itself does not name the scope.
+    parsed.to_scope("").map_err(MintError::Usage)?;
 
     let algorithm = match options.alg.as_deref().unwrap_or("HS256") {
         "HS256" | "hs256" => Algorithm::HS256,
