@@ -211,15 +211,21 @@ impl Claims {
 
     /// The scope's name, which also keys its rate limit: `jwt:<sub>`. A token
     /// without `sub` is named by its `jti` (`jwt:-jti:<jti>`), else by the start of
-    /// its SHA-256 (`jwt:-sha256:<16 hex digits>`), so that anonymous tokens do not
-    /// share one rate limit: they did, as `jwt:-`, and one client could spend
-    /// everyone's.
+    /// the SHA-256 of its signed part (`jwt:-sha256:<16 hex digits>`; not the
+    /// signature, which some algorithms allow to be written two ways), so that
+    /// anonymous tokens do not share one rate limit: they did, as `jwt:-`, and one
+    /// client could spend everyone's. A `sub` that starts with `-` is named
+    /// `jwt:-sub:<sub>`, so that no `sub` takes an anonymous token's name. An empty
+    /// `sub` or `jti` counts as absent.
     fn scope_name(&self, token: &str) -> String {
-        match (&self.sub, &self.jti) {
+        let present = |claim: &Option<String>| claim.clone().filter(|value| !value.is_empty());
+        match (present(&self.sub), present(&self.jti)) {
+            (Some(sub), _) if sub.starts_with('-') => format!("jwt:-sub:{sub}"),
             (Some(sub), _) => format!("jwt:{sub}"),
             (None, Some(jti)) => format!("jwt:-jti:{jti}"),
             (None, None) => {
-                let digest = super::tokens::digest(token);
+                let signed = token.rfind('.').map_or(token, |dot| &token[..dot]);
+                let digest = super::tokens::digest(signed);
                 format!("jwt:-sha256:{}", hex::encode(&digest[..8]))
             }
         }
@@ -510,6 +516,26 @@ mod tests {
             first,
             name(serde_json::json!({"exp": exp})),
             "the same token"
+        );
+        // No sub can take an anonymous token's name; empty claims count as absent.
+        assert_eq!(
+            name(serde_json::json!({"sub": "-jti:j7", "exp": exp})),
+            "jwt:-sub:-jti:j7"
+        );
+        assert_eq!(
+            name(serde_json::json!({"sub": "", "jti": "j7", "exp": exp})),
+            "jwt:-jti:j7"
+        );
+        assert!(name(serde_json::json!({"jti": "", "exp": exp})).starts_with("jwt:-sha256:"));
+        // Only the signed part names the token: another signature, the same name.
+        let anonymous = Claims::default();
+        assert_eq!(
+            anonymous.scope_name("header.payload.one"),
+            anonymous.scope_name("header.payload.two")
+        );
+        assert_ne!(
+            anonymous.scope_name("header.payload.one"),
+            anonymous.scope_name("header.other.one")
         );
     }
 

@@ -55,7 +55,8 @@ pub(crate) fn digest(token: &str) -> [u8; 32] {
     Sha256::digest(token.as_bytes()).into()
 }
 
-/// The token a request presents: the bearer header first, then `?_token=`.
+/// The token a request presents: the bearer header first, then `?_token=`. The
+/// header is trimmed of ASCII whitespace only (a header value holds no other).
 pub fn presented_token<'a>(
     authorization: Option<&'a str>,
     query: Option<&'a str>,
@@ -107,6 +108,14 @@ mod tests {
             Some("abc")
         );
         assert_eq!(presented_token(Some("Basic abc"), Some("_token=xyz")), None);
+        // Tabs around the value are trimmed; only a space separates the scheme.
+        assert_eq!(
+            presented_token(Some("\tBearer abc\t"), None).as_deref(),
+            Some("abc")
+        );
+        assert_eq!(presented_token(Some("Bearer\tabc"), None), None);
+        assert_eq!(presented_token(Some("Bearer"), None), None);
+        assert_eq!(presented_token(Some("Bearer "), None).as_deref(), None);
         assert_eq!(
             presented_token(None, Some("a=1&_token=x%2By")).as_deref(),
             Some("x+y")

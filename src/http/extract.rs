@@ -79,7 +79,8 @@ impl<'a> KnownHeaders<'a> {
 
 impl Caller {
     /// What extracting a `Caller` does, for a request on `endpoint` (the route
-    /// pattern, as audit logs and stream policies name it).
+    /// pattern, as audit logs and stream policies name it). `authorization` is the
+    /// request's first `Authorization` value (as `HeaderMap::get` gives it).
     pub async fn authenticate(
         parts: &Parts,
         authorization: Option<&HeaderValue>,

@@ -143,7 +143,9 @@ where
 impl GateLayer {
     /// Runs `route` for `request` inside the gate, with no `Service` in between:
     /// the direct routes of [`super::fast`] pass the request as hyper gave it, so
-    /// that the whole request costs one boxed future.
+    /// that the whole request costs one boxed future. `route` must only build its
+    /// future (an `async` block or function): a panic while polling it is caught,
+    /// one while calling it is not.
     pub fn run<B, F, Fut>(
         &self,
         request: axum::http::Request<B>,
@@ -290,11 +292,15 @@ pin_project_lite::pin_project! {
     /// The route's future under the request timeout and a panic guard, polled
     /// inside the request's span: one wrapper where `timeout`, `catch_unwind` and
     /// `instrument` were three, each moving the whole future once more (issue 7).
+    /// Unlike `instrument`, the route's future is dropped outside the span.
     struct Guarded<F> {
         #[pin]
         route: F,
+        // Unconstrained, as `tokio::time::timeout` polls its deadline once the route
+        // has spent the task's budget: else a route that always does would never
+        // time out.
         #[pin]
-        deadline: tokio::time::Sleep,
+        deadline: tokio::task::Unconstrained<tokio::time::Sleep>,
         span: tracing::Span,
     }
 }
@@ -303,7 +309,7 @@ impl<F> Guarded<F> {
     fn new(route: F, timeout: Duration, span: tracing::Span) -> Guarded<F> {
         Guarded {
             route,
-            deadline: tokio::time::sleep(timeout),
+            deadline: tokio::task::unconstrained(tokio::time::sleep(timeout)),
             span,
         }
     }
@@ -457,6 +463,18 @@ mod tests {
             Outcome::TimedOut
         ));
         assert!(started.elapsed() >= Duration::from_millis(50));
+        // A route that spends the task's whole budget on every poll still times out.
+        let greedy = async {
+            loop {
+                tokio::task::consume_budget().await;
+            }
+        };
+        let outcome = tokio::time::timeout(
+            Duration::from_secs(5),
+            Guarded::new(greedy, Duration::from_millis(50), span()),
+        )
+        .await;
+        assert!(matches!(outcome, Ok(Outcome::TimedOut)), "no timeout");
     }
 
     #[test]

@@ -7,12 +7,13 @@
 //! Container commands (`SCRIPT`, `CLIENT`, `CONFIG`, …) carry their policy on
 //! their subcommands, named `script|load`.
 
-/// Looked up for every command: a fast seeded hasher instead of SipHash (issue 7).
-pub type HashMap<K, V> = foldhash::HashMap<K, V>;
-
 use crate::protocol::reply::Frame;
 use crate::protocol::Command;
 use crate::routing::KeySpec;
+
+/// The table's maps, looked up for every command: a fast seeded hasher instead of
+/// SipHash (issue 7). Their keys come from the server's `COMMAND` reply.
+pub type HashMap<K, V> = foldhash::HashMap<K, V>;
 
 /// Commands a read-only token may run although they are not in `@read`.
 const READ_ONLY_EXTRAS: &[&str] = &["ping", "echo", "eval_ro", "evalsha_ro", "fcall_ro"];

@@ -442,6 +442,105 @@ async fn silent_clients_are_cut_off_with_http2_on_too() {
     );
 }
 
+/// The vendored hyper keeps one header timer per connection and resets it for each
+/// head (vendor/README.md, change 4): after a request that outlasts the header
+/// timeout, the same connection still answers the next request, and then, idle, is
+/// still closed after the header timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_header_timer_rearms_on_a_keep_alive_connection() {
+    let redis = RedisServer::start();
+    let gw = Gateway::start_with(config_with(&redis, |c| {
+        c.header_timeout = Duration::from_millis(500);
+    }))
+    .await;
+    let address = gw.url.trim_start_matches("http://").to_string();
+    let mut stream = tokio::net::TcpStream::connect(&address).await.unwrap();
+    // A script that keeps Redis busy for 800 ms.
+    let slow = json!([
+        "EVAL",
+        "local t = redis.call('TIME') local s = t[1] * 1000000 + t[2] \
+         repeat local n = redis.call('TIME') until n[1] * 1000000 + n[2] - s > 800000 return 1",
+        "0"
+    ])
+    .to_string();
+    let started = Instant::now();
+    let first = exchange_raw(&mut stream, &slow).await;
+    assert!(first.starts_with("HTTP/1.1 200"), "{first}");
+    assert!(first.ends_with(r#"{"result":1}"#), "{first}");
+    assert!(started.elapsed() >= Duration::from_millis(800));
+    let second = exchange_raw(&mut stream, r#"["PING"]"#).await;
+    assert!(second.ends_with(r#"{"result":"PONG"}"#), "{second}");
+    // Two requests in one write (the second arrives while the first is answered).
+    let one = |word: &str| {
+        let body = json!(["ECHO", word]).to_string();
+        format!(
+            "POST / HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+    };
+    let both = one("first") + &one("second");
+    stream.write_all(both.as_bytes()).await.unwrap();
+    let mut answers = String::new();
+    while answers.matches("HTTP/1.1 200").count() < 2 || !answers.ends_with(r#""second"}"#) {
+        let mut buffer = [0u8; 4096];
+        let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buffer))
+            .await
+            .expect("both answers within 5 s")
+            .unwrap();
+        assert!(n > 0, "closed early: {answers}");
+        answers.push_str(&String::from_utf8_lossy(&buffer[..n]));
+    }
+    let first_at = answers
+        .find(r#"{"result":"first"}"#)
+        .expect("the first answer");
+    assert!(first_at < answers.find(r#"{"result":"second"}"#).unwrap());
+    let idle = Instant::now();
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut rest)).await;
+    assert!(read.is_ok(), "an idle connection was never closed");
+    let closed = idle.elapsed();
+    assert!(
+        closed >= Duration::from_millis(400) && closed < Duration::from_millis(1500),
+        "closed after {closed:?} idle"
+    );
+}
+
+/// Sends `POST /` with `body` on `stream` and reads one whole answer (head and
+/// `content-length` body) as text.
+async fn exchange_raw(stream: &mut tokio::net::TcpStream, body: &str) -> String {
+    let request = format!(
+        "POST / HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    let mut buffer = [0u8; 4096];
+    loop {
+        let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buffer))
+            .await
+            .expect("an answer within 5 s")
+            .unwrap();
+        assert!(n > 0, "closed early: {}", String::from_utf8_lossy(&answer));
+        answer.extend_from_slice(&buffer[..n]);
+        let text = String::from_utf8_lossy(&answer).to_string();
+        let Some((head, rest)) = text.split_once("\r\n\r\n") else {
+            continue;
+        };
+        let length = head
+            .lines()
+            .find_map(|line| {
+                let (name, value) = line.split_once(':')?;
+                name.eq_ignore_ascii_case("content-length")
+                    .then(|| value.trim().parse::<usize>().ok())
+                    .flatten()
+            })
+            .expect("a content-length");
+        if rest.len() >= length {
+            return text;
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_clients_are_cut_off() {
     let redis = RedisServer::start();

@@ -280,8 +280,9 @@ where
         {
             // restash: the timer is kept for the next head, which resets it, instead of
             // being dropped and allocated and registered anew for every request. Left
-            // registered, it may wake the connection once if a request takes longer
-            // than the timeout; while not running it is never polled.
+            // registered, it may wake the connection once, for nothing, when its
+            // deadline (set when hyper began to wait for this head) passes while the
+            // request is answered; while not running it is never polled.
             self.state.h1_header_read_timeout_running = false;
         }
 

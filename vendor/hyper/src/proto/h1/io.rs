@@ -252,8 +252,8 @@ where
     /// of a pipelined request) while a request is being answered. The request's head
     /// and body are still slices of the read buffer then, so reserving the usual read
     /// size made every request allocate a new buffer; this reads into the capacity
-    /// left, reserving only when none is, and does not count towards the adaptive
-    /// read size.
+    /// left and does not count towards the adaptive read size; with no capacity
+    /// left it is an ordinary read.
     pub(crate) fn poll_read_probe(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
         self.read_blocked = false;
         if self.read_buf_remaining_mut() == 0 {
