@@ -218,7 +218,9 @@ impl Claims {
     /// `jwt:-sub:<sub>`, so that no `sub` takes an anonymous token's name. An empty
     /// `sub` or `jti` counts as absent.
     fn scope_name(&self, token: &str) -> String {
-        let present = |claim: &Option<String>| claim.clone().filter(|value| !value.is_empty());
+        fn present(claim: &Option<String>) -> Option<&str> {
+            claim.as_deref().filter(|value| !value.is_empty())
+        }
         match (present(&self.sub), present(&self.jti)) {
             (Some(sub), _) if sub.starts_with('-') => format!("jwt:-sub:{sub}"),
             (Some(sub), _) => format!("jwt:{sub}"),

@@ -471,14 +471,8 @@ async fn the_header_timer_rearms_on_a_keep_alive_connection() {
     let second = exchange_raw(&mut stream, r#"["PING"]"#).await;
     assert!(second.ends_with(r#"{"result":"PONG"}"#), "{second}");
     // Two requests in one write (the second arrives while the first is answered).
-    let one = |word: &str| {
-        let body = json!(["ECHO", word]).to_string();
-        format!(
-            "POST / HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
-        )
-    };
-    let both = one("first") + &one("second");
+    let echo = |word: &str| post_request(&json!(["ECHO", word]).to_string());
+    let both = echo("first") + &echo("second");
     stream.write_all(both.as_bytes()).await.unwrap();
     let mut answers = String::new();
     while answers.matches("HTTP/1.1 200").count() < 2 || !answers.ends_with(r#""second"}"#) {
@@ -505,14 +499,21 @@ async fn the_header_timer_rearms_on_a_keep_alive_connection() {
     );
 }
 
+/// The bytes of a keep-alive `POST /` with `body` and the test token.
+fn post_request(body: &str) -> String {
+    format!(
+        "POST / HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+}
+
 /// Sends `POST /` with `body` on `stream` and reads one whole answer (head and
 /// `content-length` body) as text.
 async fn exchange_raw(stream: &mut tokio::net::TcpStream, body: &str) -> String {
-    let request = format!(
-        "POST / HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    stream.write_all(request.as_bytes()).await.unwrap();
+    stream
+        .write_all(post_request(body).as_bytes())
+        .await
+        .unwrap();
     let mut answer = Vec::new();
     let mut buffer = [0u8; 4096];
     loop {
