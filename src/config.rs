@@ -97,6 +97,9 @@ pub struct Config {
     pub jwt_audience: Option<String>,
     /// `RESTASH_JWT_REVOKED_FILE`: revoked JWT ids (`jti`), one per line.
     pub jwt_revoked_file: Option<std::path::PathBuf>,
+    /// `RESTASH_JWT_MAX_LIFETIME_SECONDS`: refuse JWTs whose `exp - iat` is longer (and
+    /// JWTs without `iat`); unset: any lifetime.
+    pub jwt_max_lifetime: Option<u64>,
     /// `RESTASH_RATE_LIMIT_SHARED`: keep per-token rate limits in Redis (shared by instances).
     pub rate_limit_shared: bool,
     /// `RESTASH_CORS_ORIGINS`: origins allowed to call from browsers (`*` for any).
@@ -169,6 +172,31 @@ impl Config {
                 reason: "it equals RESTASH_TOKEN, so it would not be read-only",
             });
         }
+        let jwt_secret = secret("RESTASH_JWT_SECRET");
+        if jwt_secret
+            .as_deref()
+            .is_some_and(|s| crate::auth::jwt::weak_secret(s).is_some())
+        {
+            return Err(ConfigError::Invalid {
+                name: "RESTASH_JWT_SECRET",
+                value: "<redacted>".into(),
+                reason: "shorter than 32 bytes: HS256 needs at least 256 bits (RFC 7518 \
+                         section 3.2); generate one with `openssl rand -base64 32`",
+            });
+        }
+        let jwt_max_lifetime = match get("RESTASH_JWT_MAX_LIFETIME_SECONDS") {
+            None => None,
+            Some(value) => match value.trim().parse::<u64>() {
+                Ok(seconds) if seconds > 0 => Some(seconds),
+                _ => {
+                    return Err(ConfigError::Invalid {
+                        name: "RESTASH_JWT_MAX_LIFETIME_SECONDS",
+                        value,
+                        reason: "expected a whole number of seconds above 0",
+                    })
+                }
+            },
+        };
         Ok(Config {
             listen: get("RESTASH_LISTEN").unwrap_or_else(|| DEFAULT_LISTEN.to_string()),
             redis_url: get("REDIS_URL").unwrap_or_else(|| DEFAULT_REDIS_URL.to_string()),
@@ -238,11 +266,12 @@ impl Config {
             )?,
             redis_tls_ca_file: get("RESTASH_REDIS_TLS_CA_FILE").map(std::path::PathBuf::from),
             tokens_file: get("RESTASH_TOKENS_FILE").map(std::path::PathBuf::from),
-            jwt_secret: secret("RESTASH_JWT_SECRET"),
+            jwt_secret,
             jwt_keys: get("RESTASH_JWT_KEYS").map(std::path::PathBuf::from),
             jwt_issuer: get("RESTASH_JWT_ISSUER"),
             jwt_audience: get("RESTASH_JWT_AUDIENCE"),
             jwt_revoked_file: get("RESTASH_JWT_REVOKED_FILE").map(std::path::PathBuf::from),
+            jwt_max_lifetime,
             rate_limit_shared: flag(
                 "RESTASH_RATE_LIMIT_SHARED",
                 get("RESTASH_RATE_LIMIT_SHARED"),
@@ -384,12 +413,18 @@ mod tests {
         // A secret's final newline (a Kubernetes secret from a file) is not part of it.
         let trimmed = config(&[
             ("RESTASH_TOKEN", "tok\n"),
-            ("RESTASH_JWT_SECRET", " s \r\n"),
+            (
+                "RESTASH_JWT_SECRET",
+                " 0123456789abcdef0123456789abcdef \r\n",
+            ),
             ("RESTASH_READ_FROM_REPLICAS", "on"),
         ])
         .unwrap();
         assert_eq!(trimmed.token.as_deref(), Some("tok"));
-        assert_eq!(trimmed.jwt_secret.as_deref(), Some("s"));
+        assert_eq!(
+            trimmed.jwt_secret.as_deref(),
+            Some("0123456789abcdef0123456789abcdef")
+        );
         assert!(trimmed.read_from_replicas);
         assert!(config(&[("RESTASH_READ_FROM_REPLICAS", "tru")]).is_err());
         let error = config(&[("RESTASH_LOG", "restash=loud")]).unwrap_err();
@@ -447,7 +482,7 @@ mod tests {
         assert!(c.cors_origins.is_empty());
         let c = config(&[
             ("RESTASH_TOKENS_FILE", "/etc/restash/tokens.toml"),
-            ("RESTASH_JWT_SECRET", "s"),
+            ("RESTASH_JWT_SECRET", "0123456789abcdef0123456789abcdef"),
             ("RESTASH_JWT_AUDIENCE", "restash"),
             ("RESTASH_RATE_LIMIT_SHARED", "true"),
             (
@@ -460,11 +495,39 @@ mod tests {
             c.tokens_file.as_deref(),
             Some(std::path::Path::new("/etc/restash/tokens.toml"))
         );
-        assert_eq!(c.jwt_secret.as_deref(), Some("s"));
+        assert_eq!(
+            c.jwt_secret.as_deref(),
+            Some("0123456789abcdef0123456789abcdef")
+        );
         assert_eq!(c.jwt_audience.as_deref(), Some("restash"));
+        assert_eq!(c.jwt_max_lifetime, None);
         assert!(c.rate_limit_shared);
         assert_eq!(c.cors_origins, ["https://a.example", "https://b.example"]);
         assert!(config(&[("RESTASH_RATE_LIMIT_SHARED", "often")]).is_err());
+        let c = config(&[("RESTASH_JWT_MAX_LIFETIME_SECONDS", "86400")]).unwrap();
+        assert_eq!(c.jwt_max_lifetime, Some(86_400));
+        for bad in ["0", "1h", "-5"] {
+            let error = config(&[("RESTASH_JWT_MAX_LIFETIME_SECONDS", bad)]).unwrap_err();
+            assert!(
+                error
+                    .to_string()
+                    .starts_with("RESTASH_JWT_MAX_LIFETIME_SECONDS="),
+                "{error}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_jwt_secret_shorter_than_32_bytes_is_refused_without_echoing_it() {
+        // Length after trimming, as the secret is used.
+        let error =
+            config(&[("RESTASH_JWT_SECRET", " 0123456789abcdef0123456789abcde \n")]).unwrap_err();
+        let text = error.to_string();
+        assert!(
+            text.starts_with("RESTASH_JWT_SECRET=\"<redacted>\" is invalid: shorter than 32 bytes"),
+            "{text}"
+        );
+        assert!(!text.contains("0123456789"), "{text}");
     }
 
     #[test]

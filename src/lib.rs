@@ -177,6 +177,7 @@ fn auth_settings(config: &Config) -> AuthSettings {
             keys_file: config.jwt_keys.clone(),
             issuer: config.jwt_issuer.clone(),
             audience: config.jwt_audience.clone(),
+            max_lifetime: config.jwt_max_lifetime,
         },
         revoked_file: config.jwt_revoked_file.clone(),
         shared_rate_limits: config.rate_limit_shared,

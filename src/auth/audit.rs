@@ -6,7 +6,7 @@
 pub const REFUSED_TOTAL: &str = "restash_refused_requests_total";
 
 /// Reasons a request was refused before reaching Redis, as metric labels:
-/// `unauthorized`, `expired`, `not_yet_valid`, `revoked`, `unknown_backend`,
+/// `unauthorized`, `expired`, `not_yet_valid`, `revoked`, `too_long_lived`, `unknown_backend`,
 /// `rate_limited`, and the scope reasons of [`crate::policy::scope::Reason`].
 pub fn describe() {
     metrics::describe_counter!(

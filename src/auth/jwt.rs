@@ -2,6 +2,8 @@
 //! public keys of `RESTASH_JWT_KEYS` (a PEM file of one or more public keys, or a JWKS
 //! file). `exp` is required, `exp` and `nbf` are enforced (5 s of leeway), `iss` and
 //! `aud` are required and checked when `RESTASH_JWT_ISSUER` / `RESTASH_JWT_AUDIENCE` are set.
+//! With `RESTASH_JWT_MAX_LIFETIME_SECONDS`, `iat` is required too and `exp - iat` may not
+//! exceed it. The HS256 secret must be at least 32 bytes long (RFC 7518, section 3.2).
 //!
 //! Claims carry what a token-file entry carries:
 //!
@@ -26,8 +28,24 @@ use serde::{Deserialize, Serialize};
 use super::file::{RateDoc, RulesDoc, ScopeDoc};
 use crate::policy::scope::Scope;
 
-/// Clock skew tolerated on `exp` and `nbf`, in seconds.
+/// Clock skew tolerated on `exp`, `nbf` and `iat`, in seconds.
 pub const LEEWAY_SECONDS: u64 = 5;
+
+/// The shortest HS256 secret accepted: as long as the hash, 256 bits (RFC 7518,
+/// section 3.2). A shorter one can be found by trying words and short strings offline
+/// against a single captured token.
+pub const MIN_SECRET_BYTES: usize = 32;
+
+/// Why an HS256 secret cannot be used (`None`: it can).
+pub fn weak_secret(secret: &str) -> Option<String> {
+    (secret.len() < MIN_SECRET_BYTES).then(|| {
+        format!(
+            "RESTASH_JWT_SECRET is {} bytes long; HS256 needs at least {MIN_SECRET_BYTES} \
+             (256 bits, RFC 7518 section 3.2): generate one with `openssl rand -base64 32`",
+            secret.len()
+        )
+    })
+}
 
 /// Where JWT verification gets its keys and expectations.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -40,6 +58,9 @@ pub struct JwtSettings {
     pub issuer: Option<String>,
     /// `RESTASH_JWT_AUDIENCE`: the required `aud`.
     pub audience: Option<String>,
+    /// `RESTASH_JWT_MAX_LIFETIME_SECONDS`: the longest `exp - iat` accepted (`iat`
+    /// then required).
+    pub max_lifetime: Option<u64>,
 }
 
 impl JwtSettings {
@@ -68,6 +89,9 @@ pub enum KeyError {
         /// What is wrong.
         reason: String,
     },
+    /// `RESTASH_JWT_SECRET` is too short (see [`weak_secret`]).
+    #[error("{0}")]
+    WeakSecret(String),
 }
 
 /// Why a JWT was refused (each becomes a 401).
@@ -81,6 +105,8 @@ pub enum JwtRefusal {
     NotYetValid,
     /// Its `jti` is on the revocation list.
     Revoked,
+    /// Without `iat`, or `exp - iat` above `RESTASH_JWT_MAX_LIFETIME_SECONDS`.
+    TooLongLived,
 }
 
 struct PublicKey {
@@ -95,6 +121,7 @@ pub struct JwtVerifier {
     keys: Vec<PublicKey>,
     issuer: Option<String>,
     audience: Option<String>,
+    max_lifetime: Option<u64>,
 }
 
 impl std::fmt::Debug for JwtVerifier {
@@ -209,6 +236,29 @@ impl Claims {
         doc.to_scope(&self.scope_name(token))
     }
 
+    /// Checks that the token lives at most `max` seconds (`exp - iat`) and was not
+    /// issued in the future (`iat` after `now`, beyond the leeway).
+    fn lifetime_within(&self, max: u64, now: u64) -> Result<(), String> {
+        let seconds = |claim: &str| self.others.get(claim).and_then(serde_json::Value::as_u64);
+        let Some(iat) = seconds("iat") else {
+            return Err(format!(
+                "no numeric iat claim, required by RESTASH_JWT_MAX_LIFETIME_SECONDS={max}"
+            ));
+        };
+        // `exp` is required and was checked by the signature validation.
+        let exp = seconds("exp").unwrap_or(u64::MAX);
+        if iat > now + LEEWAY_SECONDS {
+            return Err(format!("iat {iat} is in the future (now {now})"));
+        }
+        let lifetime = exp.saturating_sub(iat);
+        if lifetime > max {
+            return Err(format!(
+                "lifetime {lifetime} s (exp - iat) exceeds RESTASH_JWT_MAX_LIFETIME_SECONDS={max}"
+            ));
+        }
+        Ok(())
+    }
+
     /// The scope's name, which also keys its rate limit: `jwt:<sub>`. A token
     /// without `sub` is named by its `jti` (`jwt:-jti:<jti>`), else by the start of
     /// the SHA-256 of its signed part (`jwt:-sha256:<16 hex digits>`; not the
@@ -240,6 +290,9 @@ impl JwtVerifier {
         if !settings.enabled() {
             return Ok(None);
         }
+        if let Some(reason) = settings.secret.as_deref().and_then(weak_secret) {
+            return Err(KeyError::WeakSecret(reason));
+        }
         let keys = match &settings.keys_file {
             Some(path) => load_keys(path)?,
             None => Vec::new(),
@@ -252,6 +305,7 @@ impl JwtVerifier {
             keys,
             issuer: settings.issuer.clone(),
             audience: settings.audience.clone(),
+            max_lifetime: settings.max_lifetime,
         }))
     }
 
@@ -291,6 +345,13 @@ impl JwtVerifier {
         let claims = outcome?;
         if claims.jti.as_ref().is_some_and(|jti| revoked.contains(jti)) {
             return Err(JwtRefusal::Revoked);
+        }
+        if let Some(max) = self.max_lifetime {
+            if let Err(reason) = claims.lifetime_within(max, jsonwebtoken::get_current_timestamp())
+            {
+                tracing::info!(sub = claims.sub.as_deref().unwrap_or("-"), %reason, "JWT refused");
+                return Err(JwtRefusal::TooLongLived);
+            }
         }
         claims.to_scope(token).map_err(|reason| {
             // The caller learns nothing; the operator learns what is wrong.
@@ -423,6 +484,9 @@ mod tests {
     use super::*;
     use jsonwebtoken::{encode, EncodingKey, Header};
 
+    /// A 32-byte HS256 secret, the shortest accepted.
+    const SECRET: &str = "s3cret-s3cret-s3cret-s3cret-0032";
+
     fn now() -> u64 {
         jsonwebtoken::get_current_timestamp()
     }
@@ -438,10 +502,11 @@ mod tests {
 
     fn verifier(issuer: Option<&str>, audience: Option<&str>) -> JwtVerifier {
         JwtVerifier::load(&JwtSettings {
-            secret: Some("s3cret".into()),
+            secret: Some(SECRET.into()),
             keys_file: None,
             issuer: issuer.map(String::from),
             audience: audience.map(String::from),
+            max_lifetime: None,
         })
         .unwrap()
         .unwrap()
@@ -454,7 +519,7 @@ mod tests {
             &serde_json::json!({"sub": "shop", "exp": now() + 60, "mode": "read-only",
                 "prefixes": ["shop:"], "commands": {"deny": ["KEYS"]}, "rate": {"per_second": 5},
                 "aud": "anything"}),
-            "s3cret",
+            SECRET,
         );
         let scope = v.verify(&token, &HashSet::new()).unwrap();
         assert_eq!(scope.name, "jwt:shop");
@@ -472,7 +537,7 @@ mod tests {
                 .as_object_mut()
                 .unwrap()
                 .extend(extra.as_object().unwrap().clone());
-            v.verify(&hs(&claims, "s3cret"), &HashSet::new())
+            v.verify(&hs(&claims, SECRET), &HashSet::new())
         };
         for typo in [
             serde_json::json!({"prefix": ["shop:"]}),
@@ -495,7 +560,7 @@ mod tests {
     fn tokens_without_sub_are_named_apart() {
         let v = verifier(None, None);
         let name = |claims: serde_json::Value| {
-            let token = hs(&claims, "s3cret");
+            let token = hs(&claims, SECRET);
             v.verify(&token, &HashSet::new()).unwrap().name
         };
         let exp = now() + 60;
@@ -545,10 +610,10 @@ mod tests {
     fn refusals() {
         let v = verifier(Some("iss-a"), Some("aud-a"));
         let good = serde_json::json!({"sub": "x", "exp": now() + 60, "iss": "iss-a", "aud": "aud-a", "jti": "j1"});
-        assert!(v.verify(&hs(&good, "s3cret"), &HashSet::new()).is_ok());
+        assert!(v.verify(&hs(&good, SECRET), &HashSet::new()).is_ok());
         let revoked: HashSet<String> = ["j1".to_string()].into();
         assert_eq!(
-            v.verify(&hs(&good, "s3cret"), &revoked),
+            v.verify(&hs(&good, SECRET), &revoked),
             Err(JwtRefusal::Revoked)
         );
         assert_eq!(
@@ -558,45 +623,103 @@ mod tests {
         let mut expired = good.clone();
         expired["exp"] = (now() - 60).into();
         assert_eq!(
-            v.verify(&hs(&expired, "s3cret"), &HashSet::new()),
+            v.verify(&hs(&expired, SECRET), &HashSet::new()),
             Err(JwtRefusal::Expired)
         );
         let mut early = good.clone();
         early["nbf"] = (now() + 60).into();
         assert_eq!(
-            v.verify(&hs(&early, "s3cret"), &HashSet::new()),
+            v.verify(&hs(&early, SECRET), &HashSet::new()),
             Err(JwtRefusal::NotYetValid)
         );
         for (claim, value) in [("iss", "iss-b"), ("aud", "aud-b")] {
             let mut wrong = good.clone();
             wrong[claim] = value.into();
             assert_eq!(
-                v.verify(&hs(&wrong, "s3cret"), &HashSet::new()),
+                v.verify(&hs(&wrong, SECRET), &HashSet::new()),
                 Err(JwtRefusal::Invalid)
             );
             let mut missing = good.clone();
             missing.as_object_mut().unwrap().remove(claim);
             assert_eq!(
-                v.verify(&hs(&missing, "s3cret"), &HashSet::new()),
+                v.verify(&hs(&missing, SECRET), &HashSet::new()),
                 Err(JwtRefusal::Invalid)
             );
         }
         let mut no_exp = good.clone();
         no_exp.as_object_mut().unwrap().remove("exp");
         assert_eq!(
-            v.verify(&hs(&no_exp, "s3cret"), &HashSet::new()),
+            v.verify(&hs(&no_exp, SECRET), &HashSet::new()),
             Err(JwtRefusal::Invalid)
         );
         let mut bad_mode = good.clone();
         bad_mode["mode"] = "root".into();
         assert_eq!(
-            v.verify(&hs(&bad_mode, "s3cret"), &HashSet::new()),
+            v.verify(&hs(&bad_mode, SECRET), &HashSet::new()),
             Err(JwtRefusal::Invalid)
         );
         assert_eq!(
             v.verify("not.a.jwt", &HashSet::new()),
             Err(JwtRefusal::Invalid)
         );
+    }
+
+    #[test]
+    fn a_secret_shorter_than_32_bytes_is_refused() {
+        assert_eq!(SECRET.len(), MIN_SECRET_BYTES);
+        let short = &SECRET[1..];
+        let error = JwtVerifier::load(&JwtSettings {
+            secret: Some(short.into()),
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "RESTASH_JWT_SECRET is 31 bytes long; HS256 needs at least 32 \
+             (256 bits, RFC 7518 section 3.2): generate one with `openssl rand -base64 32`"
+        );
+        assert!(weak_secret(SECRET).is_none());
+        // Public keys alone need no secret.
+        assert!(weak_secret("").is_some());
+    }
+
+    #[test]
+    fn the_maximum_lifetime_needs_iat_and_bounds_exp_minus_iat() {
+        let v = JwtVerifier::load(&JwtSettings {
+            secret: Some(SECRET.into()),
+            max_lifetime: Some(3600),
+            ..Default::default()
+        })
+        .unwrap()
+        .unwrap();
+        let verify = |claims: serde_json::Value| v.verify(&hs(&claims, SECRET), &HashSet::new());
+        let t = now();
+        assert!(verify(serde_json::json!({"sub": "x", "iat": t, "exp": t + 3600})).is_ok());
+        // Issued a while ago: what counts is exp - iat, not the time left.
+        assert!(verify(serde_json::json!({"sub": "x", "iat": t - 3000, "exp": t + 600})).is_ok());
+        for (why, claims) in [
+            (
+                "one second too long",
+                serde_json::json!({"sub": "x", "iat": t, "exp": t + 3601}),
+            ),
+            ("no iat", serde_json::json!({"sub": "x", "exp": t + 60})),
+            (
+                "iat not a number",
+                serde_json::json!({"sub": "x", "iat": "now", "exp": t + 60}),
+            ),
+            (
+                "iat in the future",
+                serde_json::json!({"sub": "x", "iat": t + 600, "exp": t + 900}),
+            ),
+        ] {
+            assert_eq!(verify(claims), Err(JwtRefusal::TooLongLived), "{why}");
+        }
+        // Within the leeway, a slightly fast issuer's clock is accepted.
+        assert!(verify(serde_json::json!({"sub": "x", "iat": t + 2, "exp": t + 60})).is_ok());
+        // Without the setting, neither iat nor a bound is needed.
+        let open = verifier(None, None);
+        let long = serde_json::json!({"sub": "x", "exp": t + 10 * 365 * 86_400});
+        assert!(open.verify(&hs(&long, SECRET), &HashSet::new()).is_ok());
     }
 
     #[test]

@@ -60,6 +60,16 @@ pub fn run(args: &[String], env: impl Fn(&str) -> Option<String>) -> Result<Stri
     claims.insert("sub".into(), json!(sub));
     claims.insert("iat".into(), json!(now));
     let ttl = seconds(options.ttl.as_deref().unwrap_or("1h"))?;
+    if let Some(max) = env("RESTASH_JWT_MAX_LIFETIME_SECONDS") {
+        // The gateway would refuse a token that lives longer.
+        if let Ok(max) = max.trim().parse::<u64>() {
+            if ttl > max {
+                return Err(MintError::Usage(format!(
+                    "--ttl {ttl} s exceeds RESTASH_JWT_MAX_LIFETIME_SECONDS={max}"
+                )));
+            }
+        }
+    }
     claims.insert("exp".into(), json!(now + ttl));
     if let Some(delay) = &options.not_before {
         claims.insert("nbf".into(), json!(now + seconds(delay)?));
@@ -126,6 +136,9 @@ pub fn run(args: &[String], env: impl Fn(&str) -> Option<String>) -> Result<Stri
                 .map(|s| s.trim().to_string())
                 .filter(|s| !s.is_empty())
                 .ok_or_else(|| MintError::Key("HS256 needs RESTASH_JWT_SECRET".into()))?;
+            if let Some(reason) = super::jwt::weak_secret(&secret) {
+                return Err(MintError::Key(reason));
+            }
             EncodingKey::from_secret(secret.as_bytes())
         }
         (Algorithm::HS256, Some(_)) => {
@@ -236,6 +249,9 @@ mod tests {
     use super::*;
     use std::collections::HashSet;
 
+    /// A 32-byte HS256 secret, the shortest accepted.
+    const SECRET: &str = "mint-secret-mint-secret-mint-032";
+
     fn args(parts: &[&str]) -> Vec<String> {
         parts.iter().map(|s| s.to_string()).collect()
     }
@@ -243,7 +259,7 @@ mod tests {
     #[test]
     fn minted_tokens_verify() {
         let env = |name: &str| match name {
-            "RESTASH_JWT_SECRET" => Some("k".to_string()),
+            "RESTASH_JWT_SECRET" => Some(SECRET.to_string()),
             "RESTASH_JWT_ISSUER" => Some("ops".to_string()),
             _ => None,
         };
@@ -265,7 +281,7 @@ mod tests {
         )
         .unwrap();
         let verifier = super::super::jwt::JwtVerifier::load(&super::super::jwt::JwtSettings {
-            secret: Some("k".into()),
+            secret: Some(SECRET.into()),
             issuer: Some("ops".into()),
             ..Default::default()
         })
@@ -286,11 +302,11 @@ mod tests {
     #[test]
     fn the_secret_is_trimmed_as_the_gateway_trims_it() {
         let token = run(&args(&["--sub", "x"]), |name| {
-            (name == "RESTASH_JWT_SECRET").then(|| "k\n".to_string())
+            (name == "RESTASH_JWT_SECRET").then(|| format!("{SECRET}\n"))
         })
         .unwrap();
         let verifier = super::super::jwt::JwtVerifier::load(&super::super::jwt::JwtSettings {
-            secret: Some("k".into()),
+            secret: Some(SECRET.into()),
             ..Default::default()
         })
         .unwrap()
@@ -299,8 +315,33 @@ mod tests {
         // Admin mode with prefixes is refused, as in the token file.
         let refused = run(
             &args(&["--sub", "x", "--mode", "admin", "--prefix", "a:"]),
-            |name| (name == "RESTASH_JWT_SECRET").then(|| "k".to_string()),
+            |name| (name == "RESTASH_JWT_SECRET").then(|| SECRET.to_string()),
         );
         assert!(refused.is_err());
+    }
+
+    #[test]
+    fn a_short_secret_or_a_too_long_ttl_mints_nothing() {
+        let short = run(&args(&["--sub", "x"]), |name| {
+            (name == "RESTASH_JWT_SECRET").then(|| "k".to_string())
+        });
+        let Err(MintError::Key(text)) = short else {
+            panic!("a 1-byte secret minted a token: {short:?}");
+        };
+        assert!(text.contains("at least 32"), "{text}");
+        let env = |name: &str| match name {
+            "RESTASH_JWT_SECRET" => Some(SECRET.to_string()),
+            "RESTASH_JWT_MAX_LIFETIME_SECONDS" => Some("3600".to_string()),
+            _ => None,
+        };
+        let long = run(&args(&["--sub", "x", "--ttl", "2h"]), env);
+        let Err(MintError::Usage(text)) = long else {
+            panic!("a 2 h token minted under a 1 h maximum: {long:?}");
+        };
+        assert!(
+            text.starts_with("--ttl 7200 s exceeds RESTASH_JWT_MAX_LIFETIME_SECONDS=3600"),
+            "{text}"
+        );
+        assert!(run(&args(&["--sub", "x", "--ttl", "1h"]), env).is_ok());
     }
 }

@@ -94,6 +94,8 @@ pub enum AuthError {
     NotYetValid,
     /// A revoked JWT.
     Revoked,
+    /// A JWT without `iat`, or living longer than `RESTASH_JWT_MAX_LIFETIME_SECONDS`.
+    TooLongLived,
     /// A JWT naming a backend that does not exist.
     UnknownBackend,
 }
@@ -106,6 +108,9 @@ impl AuthError {
             AuthError::Expired => "WRONGPASS token expired",
             AuthError::NotYetValid => "WRONGPASS token not yet valid",
             AuthError::Revoked => "WRONGPASS token revoked",
+            AuthError::TooLongLived => {
+                "WRONGPASS token lifetime too long: iat is required and exp - iat may not exceed the gateway's maximum"
+            }
             AuthError::UnknownBackend => "WRONGPASS token names an unknown backend",
         }
     }
@@ -117,6 +122,7 @@ impl AuthError {
             AuthError::Expired => "expired",
             AuthError::NotYetValid => "not_yet_valid",
             AuthError::Revoked => "revoked",
+            AuthError::TooLongLived => "too_long_lived",
             AuthError::UnknownBackend => "unknown_backend",
         }
     }
@@ -350,6 +356,7 @@ impl Authenticator {
                 JwtRefusal::Expired => AuthError::Expired,
                 JwtRefusal::NotYetValid => AuthError::NotYetValid,
                 JwtRefusal::Revoked => AuthError::Revoked,
+                JwtRefusal::TooLongLived => AuthError::TooLongLived,
             })?;
         if let Some(backend) = &scope.backend {
             if !self.backends.contains(backend) {

@@ -215,7 +215,7 @@ async fn every_documented_answer_validates_against_the_spec() {
     config.command_timeout = Duration::from_millis(500);
     config.request_timeout = Duration::from_millis(1000);
     config.max_body_bytes = MAX_BODY_BYTES;
-    config.jwt_secret = Some("contract-secret".into());
+    config.jwt_secret = Some("contract-secret-at-least-32-bytes!!".into());
     let gw = Gateway::start_with(config).await;
     let down =
         Gateway::start_with(test_config(&format!("redis://127.0.0.1:{}", free_port()))).await;
@@ -227,7 +227,7 @@ async fn every_documented_answer_validates_against_the_spec() {
     let limited = jsonwebtoken::encode(
         &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
         &json!({"sub": "limited", "exp": exp, "rate": {"per_second": 0.01, "burst": 1}}),
-        &jsonwebtoken::EncodingKey::from_secret(b"contract-secret"),
+        &jsonwebtoken::EncodingKey::from_secret(b"contract-secret-at-least-32-bytes!!"),
     )
     .expect("sign");
     let env = [

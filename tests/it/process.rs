@@ -158,7 +158,8 @@ async fn sigterm_finishes_in_flight_requests() {
 }
 
 /// Configuration mistakes stop the binary with status 2 and a line naming them: a
-/// `.env` that cannot be parsed (not half applied), and a log filter that is not one.
+/// `.env` that cannot be parsed (not half applied), a log filter that is not one, a
+/// weak JWT secret and a maximum JWT lifetime that is not a number of seconds.
 #[test]
 fn bad_configuration_exits_with_its_reason() {
     let dir = std::env::temp_dir().join(format!("restash-env-{:08x}", rand::random::<u32>()));
@@ -189,5 +190,23 @@ fn bad_configuration_exits_with_its_reason() {
     let stderr = String::from_utf8_lossy(&output.stderr).to_string();
     assert_eq!(output.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("RESTASH_LOG"), "{stderr}");
+
+    // An HS256 secret too short to resist an offline guess stops restash without
+    // printing the secret; so does a maximum JWT lifetime that is not a number.
+    let output = run(&dir, &[("RESTASH_JWT_SECRET", "password123")]);
+    let stderr = String::from_utf8_lossy(&output.stderr).to_string();
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("RESTASH_JWT_SECRET") && stderr.contains("shorter than 32 bytes"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("password123"), "{stderr}");
+    let output = run(&dir, &[("RESTASH_JWT_MAX_LIFETIME_SECONDS", "1h")]);
+    let stderr = String::from_utf8_lossy(&output.stderr).to_string();
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("RESTASH_JWT_MAX_LIFETIME_SECONDS=\"1h\" is invalid"),
+        "{stderr}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

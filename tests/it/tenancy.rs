@@ -915,14 +915,14 @@ async fn jwts_are_verified_and_refused_with_401() {
     );
     let revoked = scratch.write("revoked.txt", "# revoked JWT ids\njti-revoked\n");
     let gw = gateway_with(&redis.url(), |c| {
-        c.jwt_secret = Some("hs-secret".into());
+        c.jwt_secret = Some("hs-secret-at-least-32-bytes-long!!".into());
         c.jwt_keys = Some(pem);
         c.jwt_issuer = Some("restash-ops".into());
         c.jwt_audience = Some("restash".into());
         c.jwt_revoked_file = Some(revoked.clone());
     })
     .await;
-    let hs = EncodingKey::from_secret(b"hs-secret");
+    let hs = EncodingKey::from_secret(b"hs-secret-at-least-32-bytes-long!!");
     let rsa = EncodingKey::from_rsa_pem(&keys.private("rsa")).expect("rsa");
     let rsa2 = EncodingKey::from_rsa_pem(&keys.private("rsa2")).expect("rsa2");
     let ec = EncodingKey::from_ec_pem(&keys.private("ec")).expect("ec");
@@ -1190,16 +1190,99 @@ async fn jwts_are_verified_and_refused_with_401() {
     }
 }
 
+/// With `RESTASH_JWT_MAX_LIFETIME_SECONDS`, a JWT must carry `iat` and live no longer
+/// than the maximum; `restash token` refuses to mint a longer one.
+#[tokio::test]
+async fn jwts_living_longer_than_the_maximum_are_refused() {
+    const SECRET: &str = "max-lifetime-secret-32-bytes-long!";
+    let redis = RedisServer::start();
+    let gw = gateway_with(&redis.url(), |c| {
+        c.jwt_secret = Some(SECRET.into());
+        c.jwt_max_lifetime = Some(600);
+    })
+    .await;
+    let key = EncodingKey::from_secret(SECRET.as_bytes());
+    let ping = |claims: Value| {
+        let token = sign(Algorithm::HS256, &key, &claims, None);
+        let gw = &gw;
+        async move { run(gw, &token, json!(["PING"])).await }
+    };
+    let now = now();
+    let (status, body) = ping(json!({"sub": "short", "iat": now, "exp": now + 600})).await;
+    assert_eq!((status, &body["result"]), (200, &json!("PONG")), "{body}");
+    let refused = [
+        (
+            "an hour",
+            json!({"sub": "long", "iat": now, "exp": now + 3600}),
+        ),
+        ("no iat", json!({"sub": "no-iat", "exp": now + 60})),
+        (
+            "iat in the future",
+            json!({"sub": "future", "iat": now + 3000, "exp": now + 3300}),
+        ),
+        (
+            "iat not a number",
+            json!({"sub": "text", "iat": "now", "exp": now + 60}),
+        ),
+    ];
+    for (case, claims) in refused {
+        let (status, body) = ping(claims).await;
+        assert_eq!(status, 401, "{case}: {body}");
+        assert_eq!(
+            body["error"],
+            "WRONGPASS token lifetime too long: iat is required and exp - iat may not exceed \
+             the gateway's maximum",
+            "{case}"
+        );
+    }
+    let metrics = gw
+        .http
+        .get(gw.at("/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        metrics.contains("restash_refused_requests_total{reason=\"too_long_lived\"} 4"),
+        "{metrics}"
+    );
+
+    // `restash token` mints within the maximum (with `iat`), and refuses beyond it.
+    let mint = |ttl: &str| {
+        Process::new(env!("CARGO_BIN_EXE_restash"))
+            .args(["token", "--sub", "cli", "--ttl", ttl])
+            .env("RESTASH_JWT_SECRET", SECRET)
+            .env("RESTASH_JWT_MAX_LIFETIME_SECONDS", "600")
+            .env_remove("RESTASH_JWT_ISSUER")
+            .env_remove("RESTASH_JWT_AUDIENCE")
+            .output_within(CLI_LIMIT)
+    };
+    let minted = mint("10m");
+    assert!(minted.status.success(), "{minted:?}");
+    let token = String::from_utf8_lossy(&minted.stdout).trim().to_string();
+    assert_eq!(run(&gw, &token, json!(["PING"])).await.0, 200);
+    let refused = mint("11m");
+    assert_eq!(refused.status.code(), Some(2), "{refused:?}");
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("exceeds RESTASH_JWT_MAX_LIFETIME_SECONDS=600"),
+        "{stderr}"
+    );
+    assert!(refused.stdout.is_empty());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn streams_end_when_their_token_no_longer_opens_them() {
     use crate::pubsub::Events;
     let redis = RedisServer::start();
     let gw = gateway_with(&redis.url(), |c| {
-        c.jwt_secret = Some("stream-secret".into());
+        c.jwt_secret = Some("stream-secret-at-least-32-bytes-long".into());
         c.sse_keepalive = Duration::from_millis(200);
     })
     .await;
-    let key = EncodingKey::from_secret(b"stream-secret");
+    let key = EncodingKey::from_secret(b"stream-secret-at-least-32-bytes-long");
     let token = |exp: u64| {
         sign(
             Algorithm::HS256,
@@ -1284,14 +1367,14 @@ async fn streams_end_when_their_token_is_revoked_removed_or_narrowed() {
     let revoked = scratch.write("revoked.txt", "jti-other\n");
     let gw = gateway_with(&redis.url(), |c| {
         c.tokens_file = Some(file);
-        c.jwt_secret = Some("stream-secret".into());
+        c.jwt_secret = Some("stream-secret-at-least-32-bytes-long".into());
         c.jwt_revoked_file = Some(revoked.clone());
         c.sse_keepalive = Duration::from_millis(200);
     })
     .await;
     let jwt = sign(
         Algorithm::HS256,
-        &EncodingKey::from_secret(b"stream-secret"),
+        &EncodingKey::from_secret(b"stream-secret-at-least-32-bytes-long"),
         &json!({"sub": "listener", "jti": "jti-stream", "exp": now() + 300}),
         None,
     );
@@ -1328,7 +1411,7 @@ async fn jwks_keys_and_the_token_subcommand() {
     let scratch = Scratch::new();
     let jwks = scratch.write("jwks.json", &keys.jwks());
     let gw = gateway_with(&redis.url(), |c| {
-        c.jwt_secret = Some("cli-secret".into());
+        c.jwt_secret = Some("cli-secret-at-least-32-bytes-long!!".into());
         c.jwt_keys = Some(jwks);
     })
     .await;
@@ -1376,7 +1459,7 @@ async fn jwks_keys_and_the_token_subcommand() {
         let output = Process::new(env!("CARGO_BIN_EXE_restash"))
             .arg("token")
             .args(args)
-            .env("RESTASH_JWT_SECRET", "cli-secret")
+            .env("RESTASH_JWT_SECRET", "cli-secret-at-least-32-bytes-long!!")
             .env_remove("RESTASH_JWT_ISSUER")
             .env_remove("RESTASH_JWT_AUDIENCE")
             .current_dir(&scratch.0)
@@ -1409,7 +1492,7 @@ async fn jwks_keys_and_the_token_subcommand() {
     assert_eq!(run(&gw, &minted, json!(["SET", "cli:a", "2"])).await.0, 403);
     let status = Process::new(env!("CARGO_BIN_EXE_restash"))
         .args(["token", "--mode", "root"])
-        .env("RESTASH_JWT_SECRET", "cli-secret")
+        .env("RESTASH_JWT_SECRET", "cli-secret-at-least-32-bytes-long!!")
         .output_within(CLI_LIMIT)
         .status;
     assert_eq!(status.code(), Some(2));
@@ -1831,7 +1914,7 @@ async fn named_backends_route_each_token_to_its_redis() {
     );
     let gw = gateway_with(&first.url(), |c| {
         c.tokens_file = Some(file);
-        c.jwt_secret = Some("s".into());
+        c.jwt_secret = Some("s-secret-at-least-32-bytes-long!!".into());
     })
     .await;
     // The command table of the second backend loads in the background.
@@ -1872,7 +1955,7 @@ async fn named_backends_route_each_token_to_its_redis() {
     // A JWT may name the backend.
     let jwt = sign(
         Algorithm::HS256,
-        &EncodingKey::from_secret(b"s"),
+        &EncodingKey::from_secret(b"s-secret-at-least-32-bytes-long!!"),
         &json!({"sub": "j", "exp": now() + 60, "backend": "second"}),
         None,
     );
