@@ -14,7 +14,8 @@
 //! reads the slot map again and reports the redirect, and restash sends the
 //! command again (at most [`REDIRECT_RETRIES`] times), now to the new owner. A
 //! transaction with a redirected command was discarded by Redis (`EXECABORT`), so
-//! it is sent again whole, on the same connection.
+//! it is sent again whole, on the same connection. A command still redirected after
+//! the slot map was read again meets a slot being migrated: [`ask`] follows the `ASK`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,8 +31,10 @@ use fred::types::config::{ReplicaConfig, UnresponsiveConfig};
 use fred::types::{Builder, ClusterHash, CustomCommand, Value};
 
 use crate::protocol::reply::{self, Frame};
+use ask::AskFollower;
 use mux::{Endpoint, Mux, MuxSettings};
 
+mod ask;
 pub mod blocking;
 pub mod mux;
 pub mod pubsub;
@@ -165,6 +168,8 @@ pub struct Backend {
     read_from_replicas: bool,
     /// restash's own batching connections (plain single node only).
     mux: Option<Arc<Mux>>,
+    /// Connections to importing nodes for `ASK` redirects (clusters only).
+    asks: Option<Arc<AskFollower>>,
 }
 
 impl Backend {
@@ -224,6 +229,7 @@ impl Backend {
         let transactions = builder
             .build_exclusive_pool(settings.transaction_connections.max(1))
             .map_err(|e| BackendError::Config(e.to_string()))?;
+        let asks = AskFollower::for_cluster(&builder, settings.connect_timeout).map(Arc::new);
         for client in shared.clients() {
             client.on_reconnect(|_| async {
                 crate::metrics::record_redis_reconnect("shared");
@@ -246,6 +252,7 @@ impl Backend {
             },
             read_from_replicas: settings.read_from_replicas,
             mux,
+            asks,
         })
     }
 
@@ -338,6 +345,7 @@ impl Backend {
         Box::pin(send_following_redirects(
             client,
             self.to_custom(args, &target),
+            self.asks.as_deref(),
         ))
         .await
         .map_err(|e| self.map_error(e))
@@ -375,7 +383,8 @@ impl Backend {
                 .take(PIPELINE_CHUNK)
                 .map(|(args, target)| self.to_custom(args, &target))
                 .collect();
-            let results = send_in_order_following_redirects(&client, chunk).await;
+            let results =
+                send_in_order_following_redirects(&client, chunk, self.asks.as_deref()).await;
             for result in results {
                 replies.push(result.map_err(|e| self.map_error(e))?);
             }
@@ -397,14 +406,31 @@ impl Backend {
         batch.push(self.to_custom(vec![Bytes::from_static(b"EXEC")], &target));
         let client = self.transactions.acquire().await;
         let lease = crate::metrics::PoolLease::start("transactions");
+        let slot = match target {
+            Target::Slot(slot) => Some(slot),
+            _ => None,
+        };
         let mut tries = 0;
         let results = loop {
-            let results = send_in_order(&*client, batch.clone()).await;
+            // Redirected again after the slot map was read: the slot is being migrated,
+            // and the whole transaction goes to the importing node after `ASKING`.
+            let importing = match (tries, &self.asks, slot) {
+                (2.., Some(_), Some(slot)) => importing_node(&*client, slot).await,
+                _ => None,
+            };
+            let results = match (importing, &self.asks) {
+                (Some((host, port)), Some(asks)) => asks
+                    .send(&host, port, batch.clone())
+                    .await
+                    .unwrap_or_else(|error| vec![Err(error)]),
+                _ => send_in_order(&*client, batch.clone()).await,
+            };
             // A redirected command inside MULTI makes Redis discard the transaction
             // (EXECABORT): nothing ran, and this client has read the slot map again.
-            let redirected = results
-                .iter()
-                .any(|result| result.as_ref().is_err_and(is_redirect));
+            let redirected = results.iter().any(|result| match result {
+                Ok(frame) => ask::is_redirect_reply(frame),
+                Err(error) => is_redirect(error),
+            });
             if !redirected || tries == REDIRECT_RETRIES {
                 break results;
             }
@@ -447,6 +473,9 @@ impl Backend {
             mux.shutdown();
         }
         let _ = self.shared.quit().await;
+        if let Some(asks) = &self.asks {
+            asks.shutdown().await;
+        }
         for client in self.transactions.clients() {
             let _ = client.lock().await.quit().await;
         }
@@ -495,6 +524,16 @@ struct Prepared {
     replica: bool,
 }
 
+impl Prepared {
+    /// The hash slot the command was routed by, when restash computed it.
+    fn slot(&self) -> Option<u16> {
+        match self.command.cluster_hash {
+            ClusterHash::Custom(slot) => Some(slot),
+            _ => None,
+        }
+    }
+}
+
 async fn send_one<C: ClientLike>(client: &C, prepared: Prepared) -> Result<Frame, FredError> {
     let client = client.with_options(&prepared.options);
     if prepared.replica {
@@ -512,16 +551,44 @@ pub const REDIRECT_RETRIES: usize = 3;
 
 /// [`send_one`], sending the command again when the cluster redirected it: fred has
 /// read the slot map again by then (after `MOVED`), so the next try reaches the
-/// slot's new owner. Redis runs no redirected command, so nothing runs twice.
+/// slot's new owner. Redirected again, the slot is being migrated: the command goes
+/// to the importing node after `ASKING` (see [`ask`]). Redis runs no redirected
+/// command, so nothing runs twice.
 async fn send_following_redirects<C: ClientLike>(
     client: &C,
     prepared: Prepared,
+    asks: Option<&AskFollower>,
 ) -> Result<Frame, FredError> {
     let mut tries = 0;
     loop {
-        match send_one(client, prepared.clone()).await {
-            Err(error) if is_redirect(&error) && tries < REDIRECT_RETRIES => tries += 1,
-            Err(error) if is_redirect(&error) => {
+        let importing = match (tries, asks, prepared.slot()) {
+            (2.., Some(_), Some(slot)) => importing_node(client, slot).await,
+            _ => None,
+        };
+        let (result, redirected) = match (importing, asks) {
+            (Some((host, port)), Some(asks)) => {
+                let result = asks
+                    .send(&host, port, vec![prepared.clone()])
+                    .await
+                    .and_then(|replies| {
+                        replies.into_iter().next().unwrap_or_else(|| {
+                            Err(FredError::new(ErrorKind::Unknown, "no reply after ASKING"))
+                        })
+                    });
+                // A plain connection passes redirects through as error replies.
+                let redirected = result.as_ref().is_ok_and(ask::is_redirect_reply)
+                    || result.as_ref().is_err_and(is_redirect);
+                (result, redirected)
+            }
+            _ => {
+                let result = send_one(client, prepared.clone()).await;
+                let redirected = result.as_ref().is_err_and(is_redirect);
+                (result, redirected)
+            }
+        };
+        match result {
+            _ if redirected && tries < REDIRECT_RETRIES => tries += 1,
+            _ if redirected => {
                 return Err(FredError::new(
                     ErrorKind::Routing,
                     format!(
@@ -536,6 +603,25 @@ async fn send_following_redirects<C: ClientLike>(
     }
 }
 
+/// The node `slot`'s owner is migrating it to, by the owner's `CLUSTER NODES`.
+async fn importing_node<C: ClientLike>(client: &C, slot: u16) -> Option<(String, u16)> {
+    let prepared = Prepared {
+        command: CustomCommand::new_static("CLUSTER", ClusterHash::Custom(slot), false),
+        args: vec![Value::from_static_str("NODES")],
+        options: Options {
+            max_attempts: Some(1),
+            fail_fast: true,
+            ..Options::default()
+        },
+        replica: false,
+    };
+    let text = match send_one(client, prepared).await.ok()? {
+        Frame::BlobString { data, .. } | Frame::VerbatimString { data, .. } => data,
+        _ => return None,
+    };
+    ask::migration_target(&String::from_utf8_lossy(&text), slot)
+}
+
 /// fred's report of a `MOVED` or `ASK` it did not follow (`max_redirections = 0`).
 pub(crate) fn is_redirect(error: &FredError) -> bool {
     *error.kind() == ErrorKind::Routing && error.details().starts_with("Too many redirections")
@@ -546,10 +632,11 @@ pub(crate) fn is_redirect(error: &FredError) -> bool {
 async fn send_in_order_following_redirects<C: ClientLike>(
     client: &C,
     commands: Vec<Prepared>,
+    asks: Option<&AskFollower>,
 ) -> Vec<Result<Frame, FredError>> {
     let futures = commands
         .into_iter()
-        .map(|prepared| send_following_redirects(client, prepared));
+        .map(|prepared| send_following_redirects(client, prepared, asks));
     futures::future::join_all(futures).await
 }
 

@@ -664,22 +664,15 @@ async fn requests_follow_a_moved_slot() {
         )
     );
 
-    // Mid-migration, a key the old owner no longer has is answered with ASK, which
-    // restash does not follow (ASKING must directly precede the command on a
-    // connection other callers share): a clear 503 after a few tries, never a hang.
+    // A migration only half set up (the owner MIGRATING, the other node not IMPORTING):
+    // the owner answers ASK, the other node MOVED back. restash gives up after a few
+    // tries with a clear 503, never a hang. (A whole migration: the next test.)
     let key = format!("{p}migrating");
     let slot = restash::routing::key_slot(key.as_bytes());
     let from = cluster.owner_of(slot);
     let to = (from + 1) % 3;
-    let (from_id, to_id) = (
-        cluster.nodes[from].cli(&["CLUSTER", "MYID"]),
-        cluster.nodes[to].cli(&["CLUSTER", "MYID"]),
-    );
+    let to_id = cluster.nodes[to].cli(&["CLUSTER", "MYID"]);
     let slot_text = slot.to_string();
-    assert_eq!(
-        cluster.nodes[to].cli(&["CLUSTER", "SETSLOT", &slot_text, "IMPORTING", &from_id]),
-        "OK"
-    );
     assert_eq!(
         cluster.nodes[from].cli(&["CLUSTER", "SETSLOT", &slot_text, "MIGRATING", &to_id]),
         "OK"
@@ -690,6 +683,124 @@ async fn requests_follow_a_moved_slot() {
         body,
         json!({"error": "ERR Redis is unavailable: the cluster redirected the command 4 \
                           times (is its hash slot being migrated?); try again"})
+    );
+}
+
+/// While a slot is being migrated, its owner answers `ASK` for the keys it no longer
+/// holds (moved, or new); restash follows it (`ASKING` and the command on a connection
+/// of its own to the importing node), for single commands, pipeline items and
+/// transactions, and a key that has not moved yet is still served by the owner.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_follow_ask_while_a_slot_is_migrated() {
+    let cluster = tokio::task::block_in_place(|| RedisCluster::start(3, 0));
+    let gw = Gateway::start_cluster(&cluster).await;
+    let tag = format!("{{{}ask}}", prefix());
+    let key = |name: &str| format!("{tag}{name}");
+    let slot = restash::routing::key_slot(key("moved").as_bytes());
+    for name in ["moved", "stays"] {
+        assert_eq!(
+            gw.command(json!(["SET", key(name), format!("{name}-v")]))
+                .await,
+            (200, json!({"result": "OK"}))
+        );
+    }
+    let from = cluster.owner_of(slot);
+    let (source, target) = (&cluster.nodes[from], &cluster.nodes[(from + 1) % 3]);
+    let slot_text = slot.to_string();
+    let source_id = source.cli(&["CLUSTER", "MYID"]);
+    let target_id = target.cli(&["CLUSTER", "MYID"]);
+    let importing = ["CLUSTER", "SETSLOT", &slot_text, "IMPORTING", &source_id];
+    assert_eq!(target.cli(&importing), "OK");
+    let migrating = ["CLUSTER", "SETSLOT", &slot_text, "MIGRATING", &target_id];
+    assert_eq!(source.cli(&migrating), "OK");
+    let target_port = target.port.to_string();
+    let moved = key("moved");
+    let migrate = [
+        "MIGRATE",
+        "127.0.0.1",
+        &target_port,
+        "",
+        "0",
+        "5000",
+        "KEYS",
+        &moved,
+    ];
+    assert_eq!(source.cli(&migrate), "OK");
+
+    assert_eq!(
+        gw.command(json!(["GET", key("moved")])).await,
+        (200, json!({"result": "moved-v"})),
+        "a key the owner has handed over"
+    );
+    assert_eq!(
+        gw.command(json!(["GET", key("stays")])).await,
+        (200, json!({"result": "stays-v"})),
+        "a key still on the owner"
+    );
+    assert_eq!(
+        gw.command(json!(["SET", key("new"), "n"])).await,
+        (200, json!({"result": "OK"})),
+        "a new key"
+    );
+    assert_eq!(
+        gw.post(
+            "/pipeline",
+            json!([
+                ["INCR", key("counter")],
+                ["GET", key("moved")],
+                ["APPEND", key("stays"), "!"],
+                ["INCR", key("counter")]
+            ])
+            .to_string()
+        )
+        .await,
+        (
+            200,
+            json!([{"result": 1}, {"result": "moved-v"}, {"result": 8}, {"result": 2}])
+        )
+    );
+    // A transaction is sent whole, after ASKING (whose flag lasts until EXEC).
+    assert_eq!(
+        gw.post(
+            "/multi-exec",
+            json!([["APPEND", key("moved"), "+"], ["GET", key("moved")]]).to_string()
+        )
+        .await,
+        (200, json!([{"result": 8}, {"result": "moved-v+"}]))
+    );
+    assert_eq!(
+        gw.post(
+            "/multi-exec",
+            json!([["SET", key("tx"), "t"], ["GET", key("tx")]]).to_string()
+        )
+        .await,
+        (200, json!([{"result": "OK"}, {"result": "t"}]))
+    );
+    // Each key was written once, where Redis wants it during the migration.
+    let keys_on = |node: &crate::harness::RedisServer| {
+        let mut keys: Vec<String> = node
+            .cli(&["CLUSTER", "GETKEYSINSLOT", &slot_text, "10"])
+            .lines()
+            .map(String::from)
+            .collect();
+        keys.sort();
+        keys
+    };
+    assert_eq!(
+        keys_on(target),
+        vec![key("counter"), key("moved"), key("new"), key("tx")]
+    );
+    assert_eq!(keys_on(source), vec![key("stays")]);
+    // Keys split between the two nodes: Redis' own TRYAGAIN, passed through.
+    let (status, body) = gw
+        .command(json!(["MGET", key("moved"), key("stays")]))
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .is_some_and(|e| e.starts_with("TRYAGAIN")),
+        "{body}"
     );
 }
 

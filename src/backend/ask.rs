@@ -1,0 +1,242 @@
+//! Following a cluster's `ASK` redirect.
+//!
+//! While a hash slot is being migrated (`CLUSTER SETSLOT … MIGRATING` on its owner,
+//! `… IMPORTING` on the node receiving it), the owner answers `ASK <slot> <node>` for
+//! a key it no longer holds (already moved, or new), and the command must reach the
+//! importing node directly after `ASKING`, on the same connection. On a shared
+//! connection another caller's command could come between the two and be accepted by
+//! the importing node in its place (a read of a key that has not moved yet would find
+//! nothing), so restash sends the pair on a connection of its own to that node, one
+//! pair at a time. The importing node may own no slot yet (a node added for the
+//! migration), so these connections are separate from the cluster client's.
+//!
+//! fred follows no redirect itself (see the parent module) and does not say whether it
+//! saw `MOVED` or `ASK`, nor where to. A command that is redirected again after fred
+//! has read the slot map is not `MOVED` any more: restash then asks the slot's owner
+//! (`CLUSTER NODES`) whether it is migrating the slot, and to which node.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex as SyncMutex};
+use std::time::Duration;
+
+use fred::clients::Client;
+use fred::error::{Error as FredError, ErrorKind};
+use fred::interfaces::ClientLike;
+use fred::types::config::{Config as FredConfig, Options, Server, ServerConfig};
+use fred::types::{Builder, ClusterHash, CustomCommand};
+use tokio::sync::Mutex;
+
+use super::{send_in_order, Prepared};
+use crate::protocol::reply::Frame;
+
+/// Where the owner of `slot` is moving it: the importing node's `(host, port)`, read
+/// from the owner's own `CLUSTER NODES` line (`[<slot>->-<node id>]`).
+pub(crate) fn migration_target(cluster_nodes: &str, slot: u16) -> Option<(String, u16)> {
+    fn fields(line: &str) -> Vec<&str> {
+        line.split(' ').collect()
+    }
+    let myself = cluster_nodes
+        .lines()
+        .map(fields)
+        .find(|f| f.len() > 2 && f[2].split(',').any(|flag| flag == "myself"))?;
+    let marker = format!("[{slot}->-");
+    let target_id = myself
+        .iter()
+        .skip(8)
+        .find_map(|field| field.strip_prefix(marker.as_str())?.strip_suffix(']'))?;
+    let target = cluster_nodes
+        .lines()
+        .map(fields)
+        .find(|f| f.len() > 1 && f[0] == target_id)?;
+    // `ip:port@cport[,hostname]`
+    let address = target[1].split(['@', ',']).next()?;
+    let (host, port) = address.rsplit_once(':')?;
+    let port = port.parse().ok().filter(|port| *port != 0)?;
+    (!host.is_empty()).then(|| (host.to_string(), port))
+}
+
+/// Whether a reply is a cluster redirect (`MOVED` or `ASK`) that a plain connection
+/// passed through as an error reply.
+pub(crate) fn is_redirect_reply(frame: &Frame) -> bool {
+    crate::protocol::reply::error_text(frame)
+        .is_some_and(|text| text.starts_with("MOVED ") || text.starts_with("ASK "))
+}
+
+/// Connections of restash's own to importing nodes, opened on first `ASK` and kept.
+pub(crate) struct AskFollower {
+    /// The cluster's settings (credentials, TLS, timeouts, reconnection); each
+    /// connection replaces the server.
+    builder: Builder,
+    config: FredConfig,
+    connect_timeout: Duration,
+    /// One connection per importing node (`host:port`), used by one pair at a time.
+    nodes: SyncMutex<HashMap<String, Arc<Mutex<Option<Client>>>>>,
+}
+
+impl AskFollower {
+    /// Follows `ASK` for the cluster `builder` connects to (`None` for other deployments).
+    pub(crate) fn for_cluster(builder: &Builder, connect_timeout: Duration) -> Option<Self> {
+        let config = builder.get_config()?;
+        matches!(config.server, ServerConfig::Clustered { .. }).then(|| AskFollower {
+            builder: builder.clone(),
+            config: config.clone(),
+            connect_timeout,
+            nodes: SyncMutex::new(HashMap::new()),
+        })
+    }
+
+    /// Sends `ASKING` and then `commands` (one command, or a whole `MULTI … EXEC`:
+    /// the `ASKING` flag lasts until `EXEC`) to `host:port` on restash's own connection
+    /// to it, and returns the commands' replies.
+    pub(crate) async fn send(
+        &self,
+        host: &str,
+        port: u16,
+        commands: Vec<Prepared>,
+    ) -> Result<Vec<Result<Frame, FredError>>, FredError> {
+        let node = {
+            let mut nodes = self.nodes.lock().unwrap_or_else(|e| e.into_inner());
+            nodes.entry(format!("{host}:{port}")).or_default().clone()
+        };
+        let mut slot = node.lock().await;
+        let client = match slot.as_ref() {
+            Some(client) => client.clone(),
+            None => {
+                let client = self.connect(host, port).await?;
+                *slot = Some(client.clone());
+                client
+            }
+        };
+        let asking = Prepared {
+            command: CustomCommand::new_static("ASKING", ClusterHash::Random, false),
+            args: Vec::new(),
+            options: Options {
+                max_attempts: Some(1),
+                fail_fast: true,
+                ..Options::default()
+            },
+            replica: false,
+        };
+        let batch = std::iter::once(asking)
+            .chain(commands.into_iter().map(|mut prepared| {
+                // One node: no routing.
+                prepared.options.cluster_node = None;
+                prepared.replica = false;
+                prepared
+            }))
+            .collect();
+        let mut replies = send_in_order(&client, batch).await.into_iter();
+        match replies.next() {
+            Some(Ok(frame)) => match crate::protocol::reply::error_text(&frame) {
+                Some(text) => Err(FredError::new(
+                    ErrorKind::Routing,
+                    format!("ASKING refused by {host}:{port}: {text}"),
+                )),
+                None => Ok(replies.collect()),
+            },
+            Some(Err(error)) => Err(error),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    async fn connect(&self, host: &str, port: u16) -> Result<Client, FredError> {
+        let mut config = self.config.clone();
+        config.server = ServerConfig::Centralized {
+            server: Server::new(host, port),
+        };
+        let client = self.builder.clone().set_config(config).build()?;
+        client.connect();
+        match tokio::time::timeout(self.connect_timeout, client.wait_for_connect()).await {
+            Ok(Ok(())) => Ok(client),
+            Ok(Err(error)) => {
+                let _ = client.quit().await;
+                Err(error)
+            }
+            Err(_) => {
+                let _ = client.quit().await;
+                Err(FredError::new(
+                    ErrorKind::IO,
+                    format!(
+                        "no connection to {host}:{port} within {:?}",
+                        self.connect_timeout
+                    ),
+                ))
+            }
+        }
+    }
+
+    /// Closes every connection.
+    pub(crate) async fn shutdown(&self) {
+        let nodes: Vec<_> = {
+            let nodes = self.nodes.lock().unwrap_or_else(|e| e.into_inner());
+            nodes.values().cloned().collect()
+        };
+        for node in nodes {
+            if let Some(client) = node.lock().await.take() {
+                let _ = client.quit().await;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NODES: &str = "\
+07c37dfeb235213a872192d90877d0cd55635b91 127.0.0.1:30004@31004,host-4 slave e7d1eecce10fd6bb5eb35b9f99a514335d9ba9ca 0 1426238317239 4 connected
+67ed2db8d677e59ec4a4cefb06858cf2a1a89fa1 127.0.0.1:30002@31002 master - 0 1426238316232 2 connected 5461-10922
+292f8b365bb7edb5e285caf0b7e6ddc7265d2f4f 127.0.0.1:30003@31003 master - 0 1426238318243 3 connected 10923-16383
+e7d1eecce10fd6bb5eb35b9f99a514335d9ba9ca 127.0.0.1:30001@31001 myself,master - 0 0 1 connected 0-5460 [93->-292f8b365bb7edb5e285caf0b7e6ddc7265d2f4f] [77-<-67ed2db8d677e59ec4a4cefb06858cf2a1a89fa1]
+";
+
+    #[test]
+    fn the_owner_names_the_node_it_migrates_a_slot_to() {
+        assert_eq!(
+            migration_target(NODES, 93),
+            Some(("127.0.0.1".to_string(), 30003))
+        );
+        // Importing, not migrating; and a slot nobody moves.
+        assert_eq!(migration_target(NODES, 77), None);
+        assert_eq!(migration_target(NODES, 94), None);
+        assert_eq!(migration_target(NODES, 9), None);
+    }
+
+    #[test]
+    fn addresses_with_hostnames_ipv6_or_no_port_are_read_or_refused() {
+        let with = |address: &str| {
+            format!(
+                "a {address} myself,master - 0 0 1 connected 0-5460 [5->-b]\n\
+                 b HOST master - 0 0 2 connected 5461-16383\n"
+            )
+        };
+        let target = |address: &str| migration_target(&with("x:1@2").replace("HOST", address), 5);
+        assert_eq!(
+            target("10.0.0.2:7001@17001,redis-b"),
+            Some(("10.0.0.2".into(), 7001))
+        );
+        assert_eq!(target("::1:7001@17001"), Some(("::1".into(), 7001)));
+        // A node whose address is not known yet.
+        assert_eq!(target(":0@0"), None);
+        assert_eq!(target(":7001@17001"), None);
+        assert_eq!(target("garbage"), None);
+        assert_eq!(migration_target("", 5), None);
+    }
+
+    #[test]
+    fn redirect_replies_are_told_from_other_errors() {
+        let error = |text: &str| Frame::SimpleError {
+            data: text.into(),
+            attributes: None,
+        };
+        assert!(is_redirect_reply(&error("MOVED 93 127.0.0.1:30003")));
+        assert!(is_redirect_reply(&error("ASK 93 127.0.0.1:30003")));
+        assert!(!is_redirect_reply(&error(
+            "TRYAGAIN Multiple keys request during rehashing of slot"
+        )));
+        assert!(!is_redirect_reply(&Frame::SimpleString {
+            data: "MOVED 1 x:1".into(),
+            attributes: None,
+        }));
+    }
+}
