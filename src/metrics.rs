@@ -14,6 +14,7 @@
 //! | `restash_redis_errors_total` | counter | `kind` (`unavailable`, `timeout`) |
 //! | `restash_load_shed_total` | counter | |
 //! | `restash_redis_reconnects_total` | counter | `pool` (`shared`, `transactions`) |
+//! | `restash_redis_redirects_total` | counter | `kind` (`retried`, `ask`) |
 //! | `restash_redis_pool_connections` | gauge | `pool` |
 //! | `restash_redis_pool_in_use` | gauge | `pool` (`transactions`) |
 //! | `restash_build_info` | gauge | `version` |
@@ -44,6 +45,9 @@ pub const LOAD_SHED_TOTAL: &str = "restash_load_shed_total";
 
 /// Reconnections to Redis after a lost connection, by pool.
 pub const REDIS_RECONNECTS_TOTAL: &str = "restash_redis_reconnects_total";
+/// Cluster redirects: commands sent again after the slot map was read (`retried`) or
+/// to an importing node after `ASKING` (`ask`).
+pub const REDIS_REDIRECTS_TOTAL: &str = "restash_redis_redirects_total";
 /// Connections each pool holds.
 pub const REDIS_POOL_CONNECTIONS: &str = "restash_redis_pool_connections";
 /// Dedicated connections lent out right now (transactions).
@@ -114,6 +118,11 @@ fn describe() {
     metrics::describe_counter!(
         REDIS_RECONNECTS_TOTAL,
         "reconnections to Redis after a lost connection, by pool"
+    );
+    metrics::describe_counter!(
+        REDIS_REDIRECTS_TOTAL,
+        "cluster redirects followed: sent again after reading the slot map (retried) or to the \
+         importing node of a slot being migrated, after ASKING (ask)"
     );
     metrics::describe_gauge!(REDIS_POOL_CONNECTIONS, "connections each Redis pool holds");
     metrics::describe_gauge!(
@@ -201,6 +210,11 @@ pub fn record_redis_error(status: u16) {
 /// Counts a reconnection of `pool` to Redis.
 pub fn record_redis_reconnect(pool: &'static str) {
     metrics::counter!(REDIS_RECONNECTS_TOTAL, "pool" => pool).increment(1);
+}
+
+/// Counts a cluster redirect followed: `retried` or `ask`.
+pub fn record_redirect(kind: &'static str) {
+    metrics::counter!(REDIS_REDIRECTS_TOTAL, "kind" => kind).increment(1);
 }
 
 /// Sets how many connections `pool` holds.

@@ -419,10 +419,12 @@ impl Backend {
                 _ => None,
             };
             let results = match (importing, &self.asks) {
-                (Some((host, port)), Some(asks)) => asks
-                    .send(&host, port, batch.clone())
-                    .await
-                    .unwrap_or_else(|error| vec![Err(error)]),
+                (Some((host, port)), Some(asks)) => {
+                    crate::metrics::record_redirect("ask");
+                    asks.send(&host, port, batch.clone())
+                        .await
+                        .unwrap_or_else(|error| vec![Err(error)])
+                }
                 _ => send_in_order(&*client, batch.clone()).await,
             };
             // A redirected command inside MULTI makes Redis discard the transaction
@@ -434,6 +436,7 @@ impl Backend {
             if !redirected || tries == REDIRECT_RETRIES {
                 break results;
             }
+            crate::metrics::record_redirect("retried");
             tries += 1;
         };
         drop(lease);
@@ -567,6 +570,7 @@ async fn send_following_redirects<C: ClientLike>(
         };
         let (result, redirected) = match (importing, asks) {
             (Some((host, port)), Some(asks)) => {
+                crate::metrics::record_redirect("ask");
                 let result = asks
                     .send(&host, port, vec![prepared.clone()])
                     .await
@@ -587,7 +591,10 @@ async fn send_following_redirects<C: ClientLike>(
             }
         };
         match result {
-            _ if redirected && tries < REDIRECT_RETRIES => tries += 1,
+            _ if redirected && tries < REDIRECT_RETRIES => {
+                crate::metrics::record_redirect("retried");
+                tries += 1;
+            }
             _ if redirected => {
                 return Err(FredError::new(
                     ErrorKind::Routing,

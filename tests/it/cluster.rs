@@ -791,6 +791,28 @@ async fn requests_follow_ask_while_a_slot_is_migrated() {
         vec![key("counter"), key("moved"), key("new"), key("tx")]
     );
     assert_eq!(keys_on(source), vec![key("stays")]);
+    // Seven commands followed an ASK (two single ones, three pipeline items, two
+    // transactions), each after two tries that were redirected. (The recorder is the
+    // test process's: other cluster tests add to it.)
+    let metrics = gw
+        .http
+        .get(gw.at("/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    let count = |kind: &str| {
+        let name = format!("restash_redis_redirects_total{{kind=\"{kind}\"}} ");
+        metrics
+            .lines()
+            .find_map(|line| line.strip_prefix(name.as_str()))
+            .and_then(|n| n.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    assert!(count("ask") >= 7, "{metrics}");
+    assert!(count("retried") >= 14, "{metrics}");
     // Keys split between the two nodes: Redis' own TRYAGAIN, passed through.
     let (status, body) = gw
         .command(json!(["MGET", key("moved"), key("stays")]))
