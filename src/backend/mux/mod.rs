@@ -7,6 +7,8 @@
 //! instead for every shared command, whatever its target (the cache API addresses
 //! its commands by hash slot; on one node that is the node): each [`link`] writes every command queued
 //! since its last write in one system call and matches replies in order.
+//! Commands go to the first link until it has [`SPILL_AT`] in flight, then to the
+//! least busy one: at moderate load one link's writes carry every waiting command.
 //! Clusters, Sentinel and transactions stay on fred.
 //! `RESTASH_REDIS_MULTIPLEXER=fred` turns this off.
 
@@ -15,7 +17,7 @@ mod link;
 
 use std::fmt;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -181,10 +183,32 @@ pub struct MuxSettings {
     pub command_buffer: usize,
 }
 
+/// Commands in flight on a link before new ones go to another. Below it, one link
+/// carries the load and each of its writes takes every command waiting (at 15,000
+/// GET/s: 7.0 commands per Redis read instead of 4.0 with the load spread over two
+/// links, a third less Redis CPU, a shorter tail); above it the links share the load,
+/// and a link held up by a large reply keeps about this many commands waiting.
+pub const SPILL_AT: usize = 16;
+
+/// The link a command goes to, from each link's commands in flight (`None`: not
+/// connected): the first below [`SPILL_AT`], else the least busy.
+fn pick_link(loads: impl Iterator<Item = Option<usize>>) -> Option<usize> {
+    let mut least_busy: Option<(usize, usize)> = None;
+    for (index, queued) in loads.enumerate() {
+        let Some(queued) = queued else { continue };
+        if queued < SPILL_AT {
+            return Some(index);
+        }
+        if least_busy.is_none_or(|(_, fewest)| queued < fewest) {
+            least_busy = Some((index, queued));
+        }
+    }
+    least_busy.map(|(index, _)| index)
+}
+
 /// A set of multiplexed connections to one Redis node, shared by every caller.
 pub struct Mux {
     links: Vec<Link>,
-    next: AtomicUsize,
     command_timeout: Duration,
     command_buffer: usize,
 }
@@ -211,7 +235,6 @@ impl Mux {
             .collect();
         Mux {
             links,
-            next: AtomicUsize::new(0),
             command_timeout: settings.command_timeout,
             command_buffer: settings.command_buffer.max(1),
         }
@@ -275,13 +298,18 @@ impl Mux {
         }
     }
 
-    /// Picks a connected link with room for `count` more commands and counts them.
+    /// Picks a connected link with room for `count` more commands and counts them:
+    /// the first with fewer than [`SPILL_AT`] commands in flight, else the least busy.
     fn reserve(&self, count: usize) -> Result<(&Link, Counted), BackendError> {
-        let start = self.next.fetch_add(1, Ordering::Relaxed);
-        let len = self.links.len();
-        let link = (0..len)
-            .map(|i| &self.links[(start + i) % len])
-            .find(|link| link.state.connected.load(Ordering::Acquire))
+        let loads = self.links.iter().map(|link| {
+            let state = &link.state;
+            state
+                .connected
+                .load(Ordering::Acquire)
+                .then(|| state.queued.load(Ordering::Relaxed))
+        });
+        let link = pick_link(loads)
+            .map(|index| &self.links[index])
             .ok_or_else(|| BackendError::Unavailable("not connected to Redis".into()))?;
         let (counted, before) = Counted::add(&link.state, count);
         if before >= self.command_buffer {
@@ -313,5 +341,32 @@ impl Mux {
 impl Drop for Mux {
     fn drop(&mut self) {
         self.shutdown();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pick(loads: &[Option<usize>]) -> Option<usize> {
+        pick_link(loads.iter().copied())
+    }
+
+    #[test]
+    fn the_first_link_takes_commands_until_it_is_busy() {
+        assert_eq!(pick(&[Some(0), Some(0)]), Some(0));
+        assert_eq!(pick(&[Some(SPILL_AT - 1), Some(0)]), Some(0));
+        assert_eq!(pick(&[Some(SPILL_AT), Some(0)]), Some(1));
+        // A link that is not connected is skipped.
+        assert_eq!(pick(&[None, Some(3)]), Some(1));
+    }
+
+    #[test]
+    fn busy_links_share_the_load_by_fewest_in_flight() {
+        assert_eq!(pick(&[Some(40), Some(25), Some(30)]), Some(1));
+        assert_eq!(pick(&[Some(SPILL_AT), Some(SPILL_AT)]), Some(0));
+        assert_eq!(pick(&[None, Some(100), None]), Some(1));
+        assert_eq!(pick(&[None, None]), None);
+        assert_eq!(pick(&[]), None);
     }
 }
