@@ -21,26 +21,18 @@ import tempfile
 
 import harness
 import loads
+from ab import LOAD_CPU, SERVER_CPU, TOKEN, redis_stats
 
-SERVER_CPU, LOAD_CPU = 1, 0
-TOKEN = "bench-ab-token-0123456789abcdef"
 DEFAULT_BINARY = os.path.join(
     os.environ.get("CARGO_TARGET_DIR", os.path.expanduser("~/.cache/restash-target")),
     "release", "restash")
 
 
 def parse_variant(text):
-    """`name:BIN=path,KEY=VALUE` -> (name, binary, env)."""
+    """`name:BIN=path,KEY=VALUE` -> (name, binary, env); values cannot hold commas."""
     name, _, spec = text.partition(":")
     env = dict(item.split("=", 1) for item in spec.split(",") if item)
     return name, env.pop("BIN", DEFAULT_BINARY), env
-
-
-def redis_stats(port):
-    """(commands processed, reads processed) from INFO stats."""
-    text = harness.redis_command(port, "INFO", "stats").decode()
-    fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
-    return int(fields["total_commands_processed"]), int(fields["total_reads_processed"])
 
 
 def one_run(binary, env, redis, workdir, args):
@@ -62,6 +54,7 @@ def one_run(binary, env, redis, workdir, args):
             "cpu_us": (server.cpu() - cpu0) * 1e6 / requests,
             "redis_cpu_us": (redis.cpu() - redis_cpu0) * 1e6 / requests,
             "cmds_per_read": (commands1 - commands0) / max(reads1 - reads0, 1),
+            "errors": result["errors"],
         }
     finally:
         server.stop()
@@ -89,16 +82,17 @@ def main():
                         f"round {rnd + 1} {name}: p50 {run['p50_us']:.0f} µs, "
                         f"p99 {run['p99_us']:.0f} µs, {run['cpu_us']:.1f} µs CPU/req, "
                         f"Redis {run['redis_cpu_us']:.1f} µs/req, "
-                        f"{run['cmds_per_read']:.2f} cmds/read, "
+                        f"{run['cmds_per_read']:.2f} cmds/read, errors {run['errors']}, "
                         f"load {os.getloadavg()[0]:.2f}",
                         flush=True,
                     )
             for name, _, _ in variants:
                 med = {k: statistics.median(r[k] for r in runs[name]) for k in runs[name][0]}
+                errors = sum(r["errors"] for r in runs[name])
                 print(
                     f"median {name}: p50 {med['p50_us']:.0f} µs, p99 {med['p99_us']:.0f} µs, "
                     f"{med['cpu_us']:.1f} µs CPU/req, Redis {med['redis_cpu_us']:.1f} µs/req, "
-                    f"{med['cmds_per_read']:.2f} cmds/read"
+                    f"{med['cmds_per_read']:.2f} cmds/read, errors {errors} in all"
                 )
         finally:
             redis.stop()

@@ -186,9 +186,9 @@ impl Config {
         }
         let jwt_max_lifetime = match get("RESTASH_JWT_MAX_LIFETIME_SECONDS") {
             None => None,
-            Some(value) => match value.trim().parse::<u64>() {
-                Ok(seconds) if seconds > 0 => Some(seconds),
-                _ => {
+            Some(value) => match crate::auth::jwt::parse_max_lifetime(&value) {
+                Some(seconds) => Some(seconds),
+                None => {
                     return Err(ConfigError::Invalid {
                         name: "RESTASH_JWT_MAX_LIFETIME_SECONDS",
                         value,

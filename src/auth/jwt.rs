@@ -47,6 +47,16 @@ pub fn weak_secret(secret: &str) -> Option<String> {
     })
 }
 
+/// `RESTASH_JWT_MAX_LIFETIME_SECONDS` read: a whole number of seconds above 0 (`None`:
+/// not one).
+pub fn parse_max_lifetime(value: &str) -> Option<u64> {
+    value
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .filter(|seconds| *seconds > 0)
+}
+
 /// Where JWT verification gets its keys and expectations.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct JwtSettings {
@@ -105,7 +115,8 @@ pub enum JwtRefusal {
     NotYetValid,
     /// Its `jti` is on the revocation list.
     Revoked,
-    /// Without `iat`, or `exp - iat` above `RESTASH_JWT_MAX_LIFETIME_SECONDS`.
+    /// Without `iat`, with `iat` in the future, or `exp - iat` above
+    /// `RESTASH_JWT_MAX_LIFETIME_SECONDS`.
     TooLongLived,
 }
 
@@ -239,10 +250,18 @@ impl Claims {
     /// Checks that the token lives at most `max` seconds (`exp - iat`) and was not
     /// issued in the future (`iat` after `now`, beyond the leeway).
     fn lifetime_within(&self, max: u64, now: u64) -> Result<(), String> {
-        let seconds = |claim: &str| self.others.get(claim).and_then(serde_json::Value::as_u64);
+        // A NumericDate may have a fraction (RFC 7519, section 2): whole seconds count.
+        let seconds = |claim: &str| {
+            self.others
+                .get(claim)
+                .and_then(serde_json::Value::as_f64)
+                .filter(|value| value.is_finite() && *value >= 0.0)
+                .map(|value| value as u64)
+        };
         let Some(iat) = seconds("iat") else {
             return Err(format!(
-                "no numeric iat claim, required by RESTASH_JWT_MAX_LIFETIME_SECONDS={max}"
+                "no iat claim (a number of seconds), required by \
+                 RESTASH_JWT_MAX_LIFETIME_SECONDS={max}"
             ));
         };
         // `exp` is required and was checked by the signature validation.
@@ -679,7 +698,8 @@ mod tests {
              (256 bits, RFC 7518 section 3.2): generate one with `openssl rand -base64 32`"
         );
         assert!(weak_secret(SECRET).is_none());
-        // Public keys alone need no secret.
+        // An empty secret is as weak as a short one (with public keys only, the
+        // variable is left unset).
         assert!(weak_secret("").is_some());
     }
 
@@ -714,6 +734,9 @@ mod tests {
         ] {
             assert_eq!(verify(claims), Err(JwtRefusal::TooLongLived), "{why}");
         }
+        // A NumericDate with a fraction counts in whole seconds.
+        let fractional = serde_json::json!({"sub": "x", "iat": t as f64 + 0.5, "exp": t + 60});
+        assert!(verify(fractional).is_ok());
         // Within the leeway, a slightly fast issuer's clock is accepted.
         assert!(verify(serde_json::json!({"sub": "x", "iat": t + 2, "exp": t + 60})).is_ok());
         // Without the setting, neither iat nor a bound is needed.

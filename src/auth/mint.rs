@@ -60,14 +60,18 @@ pub fn run(args: &[String], env: impl Fn(&str) -> Option<String>) -> Result<Stri
     claims.insert("sub".into(), json!(sub));
     claims.insert("iat".into(), json!(now));
     let ttl = seconds(options.ttl.as_deref().unwrap_or("1h"))?;
-    if let Some(max) = env("RESTASH_JWT_MAX_LIFETIME_SECONDS") {
-        // The gateway would refuse a token that lives longer.
-        if let Ok(max) = max.trim().parse::<u64>() {
-            if ttl > max {
-                return Err(MintError::Usage(format!(
-                    "--ttl {ttl} s exceeds RESTASH_JWT_MAX_LIFETIME_SECONDS={max}"
-                )));
-            }
+    if let Some(value) = env("RESTASH_JWT_MAX_LIFETIME_SECONDS") {
+        // Read as the gateway reads it; the gateway would refuse a longer-lived token.
+        let max = super::jwt::parse_max_lifetime(&value).ok_or_else(|| {
+            MintError::Usage(format!(
+                "RESTASH_JWT_MAX_LIFETIME_SECONDS={value:?} is invalid: expected a whole \
+                 number of seconds above 0"
+            ))
+        })?;
+        if ttl > max {
+            return Err(MintError::Usage(format!(
+                "--ttl {ttl} s exceeds RESTASH_JWT_MAX_LIFETIME_SECONDS={max}"
+            )));
         }
     }
     claims.insert("exp".into(), json!(now + ttl));
@@ -343,5 +347,17 @@ mod tests {
             "{text}"
         );
         assert!(run(&args(&["--sub", "x", "--ttl", "1h"]), env).is_ok());
+        // A maximum the gateway would refuse at start-up is refused here too.
+        for bad in ["0", "1h", "-5"] {
+            let env = |name: &str| match name {
+                "RESTASH_JWT_SECRET" => Some(SECRET.to_string()),
+                "RESTASH_JWT_MAX_LIFETIME_SECONDS" => Some(bad.to_string()),
+                _ => None,
+            };
+            let Err(MintError::Usage(text)) = run(&args(&["--sub", "x"]), env) else {
+                panic!("minted under RESTASH_JWT_MAX_LIFETIME_SECONDS={bad}");
+            };
+            assert!(text.contains("is invalid"), "{text}");
+        }
     }
 }

@@ -94,7 +94,8 @@ pub enum AuthError {
     NotYetValid,
     /// A revoked JWT.
     Revoked,
-    /// A JWT without `iat`, or living longer than `RESTASH_JWT_MAX_LIFETIME_SECONDS`.
+    /// A JWT without `iat`, with `iat` in the future, or living longer than
+    /// `RESTASH_JWT_MAX_LIFETIME_SECONDS`.
     TooLongLived,
     /// A JWT naming a backend that does not exist.
     UnknownBackend,
@@ -109,7 +110,7 @@ impl AuthError {
             AuthError::NotYetValid => "WRONGPASS token not yet valid",
             AuthError::Revoked => "WRONGPASS token revoked",
             AuthError::TooLongLived => {
-                "WRONGPASS token lifetime too long: iat is required and exp - iat may not exceed the gateway's maximum"
+                "WRONGPASS token lifetime not accepted: iat is required, may not be in the future, and exp - iat may not exceed the gateway's maximum"
             }
             AuthError::UnknownBackend => "WRONGPASS token names an unknown backend",
         }

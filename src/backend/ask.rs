@@ -12,21 +12,26 @@
 //!
 //! fred follows no redirect itself (see the parent module) and does not say whether it
 //! saw `MOVED` or `ASK`, nor where to. A command that is redirected again after fred
-//! has read the slot map is not `MOVED` any more: restash then asks the slot's owner
-//! (`CLUSTER NODES`) whether it is migrating the slot, and to which node.
+//! has read the slot map ([`ASK_AFTER_TRIES`]) is not `MOVED` any more: restash then
+//! asks the slot's owner (`CLUSTER NODES`) whether it is migrating the slot, and to which
+//! node, and remembers the answer for [`TARGET_TTL`] (forgotten at once when that node
+//! redirects too).
+//!
+//! Replicas know nothing of a migration: with `RESTASH_READ_FROM_REPLICAS`, a read of a
+//! key that has moved already finds nothing on the old owner's replica, and no `ASK`.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex as SyncMutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use fred::clients::Client;
 use fred::error::{Error as FredError, ErrorKind};
 use fred::interfaces::ClientLike;
-use fred::types::config::{Config as FredConfig, Options, Server, ServerConfig};
-use fred::types::{Builder, ClusterHash, CustomCommand};
+use fred::types::config::{Config as FredConfig, Server, ServerConfig};
+use fred::types::{Builder, ClusterHash, CustomCommand, Value};
 use tokio::sync::Mutex;
 
-use super::{send_in_order, Prepared};
+use super::{is_redirect, send_in_order, send_one, single_attempt, Prepared};
 use crate::protocol::reply::Frame;
 
 /// Where the owner of `slot` is moving it: the importing node's `(host, port)`, read
@@ -55,6 +60,13 @@ pub(crate) fn migration_target(cluster_nodes: &str, slot: u16) -> Option<(String
     (!host.is_empty()).then(|| (host.to_string(), port))
 }
 
+/// Tries of a command redirected before restash looks for a migration: the first
+/// redirect may be a `MOVED`, which the slot map fred reads again settles.
+pub(crate) const ASK_AFTER_TRIES: usize = 2;
+
+/// How long the importing node of a slot is remembered.
+pub(crate) const TARGET_TTL: Duration = Duration::from_secs(1);
+
 /// Whether a reply is a cluster redirect (`MOVED` or `ASK`) that a plain connection
 /// passed through as an error reply.
 pub(crate) fn is_redirect_reply(frame: &Frame) -> bool {
@@ -71,6 +83,14 @@ pub(crate) struct AskFollower {
     connect_timeout: Duration,
     /// One connection per importing node (`host:port`), used by one pair at a time.
     nodes: SyncMutex<HashMap<String, Arc<Mutex<Option<Client>>>>>,
+    /// Slots being migrated: where to, and when that was read.
+    targets: SyncMutex<HashMap<u16, Remembered>>,
+}
+
+/// The importing node of a slot, `(host, port)`, and when the owner named it.
+struct Remembered {
+    node: (String, u16),
+    read: Instant,
 }
 
 impl AskFollower {
@@ -82,13 +102,59 @@ impl AskFollower {
             config: config.clone(),
             connect_timeout,
             nodes: SyncMutex::new(HashMap::new()),
+            targets: SyncMutex::new(HashMap::new()),
         })
+    }
+
+    /// Sends `commands` (all for `slot`) to the node `slot` is being migrated to, after
+    /// `ASKING`, and returns their replies; `None` when `slot`'s owner (asked through
+    /// `client`) is not migrating it.
+    pub(crate) async fn follow<C: ClientLike>(
+        &self,
+        client: &C,
+        slot: u16,
+        commands: Vec<Prepared>,
+    ) -> Option<Vec<Result<Frame, FredError>>> {
+        let (host, port) = match self.remembered(slot) {
+            Some(target) => target,
+            None => {
+                let target = importing_node(client, slot).await?;
+                let mut targets = self.targets.lock().unwrap_or_else(|e| e.into_inner());
+                targets.retain(|_, remembered| remembered.read.elapsed() < TARGET_TTL);
+                let read = Instant::now();
+                targets.insert(
+                    slot,
+                    Remembered {
+                        node: target.clone(),
+                        read,
+                    },
+                );
+                target
+            }
+        };
+        crate::metrics::record_redirect("ask");
+        let replies = self
+            .send(&host, port, commands)
+            .await
+            .unwrap_or_else(|error| vec![Err(error)]);
+        if replies.iter().any(is_redirected) {
+            // The migration ended or changed: ask the owner again next time.
+            let mut targets = self.targets.lock().unwrap_or_else(|e| e.into_inner());
+            targets.remove(&slot);
+        }
+        Some(replies)
+    }
+
+    fn remembered(&self, slot: u16) -> Option<(String, u16)> {
+        let targets = self.targets.lock().unwrap_or_else(|e| e.into_inner());
+        let remembered = targets.get(&slot)?;
+        (remembered.read.elapsed() < TARGET_TTL).then(|| remembered.node.clone())
     }
 
     /// Sends `ASKING` and then `commands` (one command, or a whole `MULTI … EXEC`:
     /// the `ASKING` flag lasts until `EXEC`) to `host:port` on restash's own connection
     /// to it, and returns the commands' replies.
-    pub(crate) async fn send(
+    async fn send(
         &self,
         host: &str,
         port: u16,
@@ -98,23 +164,19 @@ impl AskFollower {
             let mut nodes = self.nodes.lock().unwrap_or_else(|e| e.into_inner());
             nodes.entry(format!("{host}:{port}")).or_default().clone()
         };
-        let mut slot = node.lock().await;
-        let client = match slot.as_ref() {
+        let mut connection = node.lock().await;
+        let client = match connection.as_ref() {
             Some(client) => client.clone(),
             None => {
                 let client = self.connect(host, port).await?;
-                *slot = Some(client.clone());
+                *connection = Some(client.clone());
                 client
             }
         };
         let asking = Prepared {
             command: CustomCommand::new_static("ASKING", ClusterHash::Random, false),
             args: Vec::new(),
-            options: Options {
-                max_attempts: Some(1),
-                fail_fast: true,
-                ..Options::default()
-            },
+            options: single_attempt(),
             replica: false,
         };
         let batch = std::iter::once(asking)
@@ -177,6 +239,42 @@ impl AskFollower {
             }
         }
     }
+}
+
+/// Whether a reply says the cluster redirected the command: fred's report, or an
+/// error reply a plain connection passed through.
+pub(crate) fn is_redirected(result: &Result<Frame, FredError>) -> bool {
+    match result {
+        Ok(frame) => is_redirect_reply(frame),
+        Err(error) => is_redirect(error),
+    }
+}
+
+/// The node `slot`'s owner is migrating it to, by the owner's `CLUSTER NODES`.
+async fn importing_node<C: ClientLike>(client: &C, slot: u16) -> Option<(String, u16)> {
+    let prepared = Prepared {
+        command: CustomCommand::new_static("CLUSTER", ClusterHash::Custom(slot), false),
+        args: vec![Value::from_static_str("NODES")],
+        options: single_attempt(),
+        replica: false,
+    };
+    let text = match send_one(client, prepared).await {
+        Ok(Frame::BlobString { data, .. } | Frame::VerbatimString { data, .. }) => data,
+        Ok(other) => {
+            let text = crate::protocol::reply::error_text(&other).unwrap_or_default();
+            tracing::warn!(slot, %text, "CLUSTER NODES did not answer with the node list: cannot follow ASK");
+            return None;
+        }
+        Err(error) => {
+            tracing::warn!(slot, %error, "CLUSTER NODES failed: cannot follow ASK");
+            return None;
+        }
+    };
+    let target = migration_target(&String::from_utf8_lossy(&text), slot);
+    if target.is_none() {
+        tracing::debug!(slot, "redirected, but the slot's owner is not migrating it");
+    }
+    target
 }
 
 #[cfg(test)]

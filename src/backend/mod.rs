@@ -15,7 +15,8 @@
 //! command again (at most [`REDIRECT_RETRIES`] times), now to the new owner. A
 //! transaction with a redirected command was discarded by Redis (`EXECABORT`), so
 //! it is sent again whole, on the same connection. A command still redirected after
-//! the slot map was read again meets a slot being migrated: [`ask`] follows the `ASK`.
+//! the slot map was read again meets a slot being migrated: the `ask` module follows
+//! the `ASK`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -245,11 +246,7 @@ impl Backend {
             shared,
             transactions,
             command_timeout: settings.command_timeout,
-            options: Options {
-                max_attempts: Some(1),
-                fail_fast: true,
-                ..Options::default()
-            },
+            options: single_attempt(),
             read_from_replicas: settings.read_from_replicas,
             mux,
             asks,
@@ -414,27 +411,21 @@ impl Backend {
         let results = loop {
             // Redirected again after the slot map was read: the slot is being migrated,
             // and the whole transaction goes to the importing node after `ASKING`.
-            let importing = match (tries, &self.asks, slot) {
-                (2.., Some(_), Some(slot)) => importing_node(&*client, slot).await,
+            let followed = match (tries >= ask::ASK_AFTER_TRIES, &self.asks, slot) {
+                (true, Some(asks), Some(slot)) => asks.follow(&*client, slot, batch.clone()).await,
                 _ => None,
             };
-            let results = match (importing, &self.asks) {
-                (Some((host, port)), Some(asks)) => {
-                    crate::metrics::record_redirect("ask");
-                    asks.send(&host, port, batch.clone())
-                        .await
-                        .unwrap_or_else(|error| vec![Err(error)])
-                }
-                _ => send_in_order(&*client, batch.clone()).await,
+            let results = match followed {
+                Some(results) => results,
+                None => send_in_order(&*client, batch.clone()).await,
             };
             // A redirected command inside MULTI makes Redis discard the transaction
             // (EXECABORT): nothing ran, and this client has read the slot map again.
-            let redirected = results.iter().any(|result| match result {
-                Ok(frame) => ask::is_redirect_reply(frame),
-                Err(error) => is_redirect(error),
-            });
-            if !redirected || tries == REDIRECT_RETRIES {
+            if !results.iter().any(ask::is_redirected) {
                 break results;
+            }
+            if tries == REDIRECT_RETRIES {
+                return Err(self.map_error(redirected_too_often(tries)));
             }
             crate::metrics::record_redirect("retried");
             tries += 1;
@@ -564,69 +555,49 @@ async fn send_following_redirects<C: ClientLike>(
 ) -> Result<Frame, FredError> {
     let mut tries = 0;
     loop {
-        let importing = match (tries, asks, prepared.slot()) {
-            (2.., Some(_), Some(slot)) => importing_node(client, slot).await,
+        let followed = match (tries >= ask::ASK_AFTER_TRIES, asks, prepared.slot()) {
+            (true, Some(asks), Some(slot)) => {
+                asks.follow(client, slot, vec![prepared.clone()]).await
+            }
             _ => None,
         };
-        let (result, redirected) = match (importing, asks) {
-            (Some((host, port)), Some(asks)) => {
-                crate::metrics::record_redirect("ask");
-                let result = asks
-                    .send(&host, port, vec![prepared.clone()])
-                    .await
-                    .and_then(|replies| {
-                        replies.into_iter().next().unwrap_or_else(|| {
-                            Err(FredError::new(ErrorKind::Unknown, "no reply after ASKING"))
-                        })
-                    });
-                // A plain connection passes redirects through as error replies.
-                let redirected = result.as_ref().is_ok_and(ask::is_redirect_reply)
-                    || result.as_ref().is_err_and(is_redirect);
-                (result, redirected)
-            }
-            _ => {
-                let result = send_one(client, prepared.clone()).await;
-                let redirected = result.as_ref().is_err_and(is_redirect);
-                (result, redirected)
-            }
+        let result = match followed {
+            Some(replies) => replies.into_iter().next().unwrap_or_else(|| {
+                Err(FredError::new(ErrorKind::Unknown, "no reply after ASKING"))
+            }),
+            None => send_one(client, prepared.clone()).await,
         };
-        match result {
-            _ if redirected && tries < REDIRECT_RETRIES => {
-                crate::metrics::record_redirect("retried");
-                tries += 1;
-            }
-            _ if redirected => {
-                return Err(FredError::new(
-                    ErrorKind::Routing,
-                    format!(
-                        "the cluster redirected the command {} times (is its hash slot \
-                         being migrated?); try again",
-                        tries + 1
-                    ),
-                ))
-            }
-            other => return other,
+        if !ask::is_redirected(&result) {
+            return result;
         }
+        if tries == REDIRECT_RETRIES {
+            return Err(redirected_too_often(tries));
+        }
+        crate::metrics::record_redirect("retried");
+        tries += 1;
     }
 }
 
-/// The node `slot`'s owner is migrating it to, by the owner's `CLUSTER NODES`.
-async fn importing_node<C: ClientLike>(client: &C, slot: u16) -> Option<(String, u16)> {
-    let prepared = Prepared {
-        command: CustomCommand::new_static("CLUSTER", ClusterHash::Custom(slot), false),
-        args: vec![Value::from_static_str("NODES")],
-        options: Options {
-            max_attempts: Some(1),
-            fail_fast: true,
-            ..Options::default()
-        },
-        replica: false,
-    };
-    let text = match send_one(client, prepared).await.ok()? {
-        Frame::BlobString { data, .. } | Frame::VerbatimString { data, .. } => data,
-        _ => return None,
-    };
-    ask::migration_target(&String::from_utf8_lossy(&text), slot)
+/// The error for a command the cluster redirected on every try.
+fn redirected_too_often(tries: usize) -> FredError {
+    FredError::new(
+        ErrorKind::Routing,
+        format!(
+            "the cluster redirected the command {} times (is its hash slot being \
+             migrated?); try again",
+            tries + 1
+        ),
+    )
+}
+
+/// The options of every command restash sends through fred: one attempt, and an
+/// error at once while disconnected (never replayed).
+fn single_attempt() -> Options {
+    Options {
+        max_attempts: Some(1),
+        fail_fast: true,
+        ..Options::default()
+    }
 }
 
 /// fred's report of a `MOVED` or `ASK` it did not follow (`max_redirections = 0`).

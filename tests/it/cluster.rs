@@ -677,13 +677,14 @@ async fn requests_follow_a_moved_slot() {
         cluster.nodes[from].cli(&["CLUSTER", "SETSLOT", &slot_text, "MIGRATING", &to_id]),
         "OK"
     );
-    let (status, body) = gw.command(json!(["GET", key])).await;
-    assert_eq!(status, 503, "{body}");
+    let gave_up = json!({"error": "ERR Redis is unavailable: the cluster redirected the \
+                                   command 4 times (is its hash slot being migrated?); try again"});
     assert_eq!(
-        body,
-        json!({"error": "ERR Redis is unavailable: the cluster redirected the command 4 \
-                          times (is its hash slot being migrated?); try again"})
+        gw.command(json!(["GET", key])).await,
+        (503, gave_up.clone())
     );
+    let transaction = json!([["SET", key, "t"], ["GET", key]]).to_string();
+    assert_eq!(gw.post("/multi-exec", transaction).await, (503, gave_up));
 }
 
 /// While a slot is being migrated, its owner answers `ASK` for the keys it no longer

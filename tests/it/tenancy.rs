@@ -1230,8 +1230,8 @@ async fn jwts_living_longer_than_the_maximum_are_refused() {
         assert_eq!(status, 401, "{case}: {body}");
         assert_eq!(
             body["error"],
-            "WRONGPASS token lifetime too long: iat is required and exp - iat may not exceed \
-             the gateway's maximum",
+            "WRONGPASS token lifetime not accepted: iat is required, may not be in the future, \
+             and exp - iat may not exceed the gateway's maximum",
             "{case}"
         );
     }

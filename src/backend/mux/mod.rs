@@ -171,7 +171,7 @@ impl Endpoint {
 /// Settings of the multiplexed connections.
 #[derive(Debug, Clone)]
 pub struct MuxSettings {
-    /// How many connections (callers are spread round-robin).
+    /// How many connections (see [`SPILL_AT`] for which one a command takes).
     pub connections: usize,
     /// Longest wait for one reply (504 after it).
     pub command_timeout: Duration,
@@ -186,7 +186,7 @@ pub struct MuxSettings {
 /// Commands in flight on a link before new ones go to another. Below it, one link
 /// carries the load and each of its writes takes every command waiting (at 15,000
 /// GET/s: 7.0 commands per Redis read instead of 4.0 with the load spread over two
-/// links, a third less Redis CPU, a shorter tail); above it the links share the load,
+/// links, about a fifth less Redis CPU per GET, a shorter tail); above it the links share the load,
 /// and a link held up by a large reply keeps about this many commands waiting.
 pub const SPILL_AT: usize = 16;
 
