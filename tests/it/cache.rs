@@ -1091,15 +1091,7 @@ async fn reads_bypass_when_redis_stalls_or_stops() {
     assert_eq!(c.delete("k").await.status, 503);
     assert_eq!(c.invalidate(json!({"prefix": ""})).await.status, 503);
 
-    let text = gw
-        .http
-        .get(gw.at("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let text = gw.metrics().await;
     let line = text
         .lines()
         .find(|l| {

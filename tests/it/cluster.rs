@@ -795,15 +795,7 @@ async fn requests_follow_ask_while_a_slot_is_migrated() {
     // Seven commands followed an ASK (two single ones, three pipeline items, two
     // transactions), each after two tries that were redirected. (The recorder is the
     // test process's: other cluster tests add to it.)
-    let metrics = gw
-        .http
-        .get(gw.at("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = gw.metrics().await;
     let count = |kind: &str| {
         let name = format!("restash_redis_redirects_total{{kind=\"{kind}\"}} ");
         metrics

@@ -191,15 +191,7 @@ async fn metrics_report_routes_commands_and_failures_never_keys() {
         .await
         .unwrap();
     if cache.headers().contains_key("x-cache") {
-        let text = gw
-            .http
-            .get(gw.at("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let text = gw.metrics().await;
         assert!(
             text.contains(r#"restash_cache_events_total{namespace="metrics",event="miss"}"#),
             "{text}"

@@ -278,15 +278,7 @@ async fn dashboard_queries_name_exported_metrics() {
     let redis = RedisServer::start();
     let gw = Gateway::start(&redis).await;
     gw.command(serde_json::json!(["PING"])).await;
-    let live = gw
-        .http
-        .get(gw.at("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let live = gw.metrics().await;
     for name in &queried {
         assert!(
             source.contains(&format!("\"{name}\"")),

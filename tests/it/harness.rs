@@ -662,6 +662,15 @@ impl Gateway {
 }
 
 impl Gateway {
+    /// The text of `GET /metrics` (the recorder is the test process's: every gateway
+    /// of the process adds to the same counters).
+    pub async fn metrics(&self) -> String {
+        let response = self.http.get(self.at("/metrics")).send().await;
+        let response = response.expect("GET /metrics");
+        assert_eq!(response.status(), 200, "GET /metrics");
+        response.text().await.expect("metrics text")
+    }
+
     /// Shuts restash down gracefully and waits until `serve` has returned.
     pub async fn stop(mut self) {
         if let Some(tx) = self.shutdown.take() {

@@ -480,15 +480,7 @@ async fn prefixed_tokens_cannot_escape_on_a_single_node() {
     // Nothing was written to another database either.
     assert_eq!(redis.cli(&["-n", "1", "DBSIZE"]), "0");
     // Refusals are counted by reason.
-    let metrics = gw
-        .http
-        .get(gw.at("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = gw.metrics().await;
     for reason in [
         "outside_prefix",
         "whole_keyspace",
@@ -1235,15 +1227,7 @@ async fn jwts_living_longer_than_the_maximum_are_refused() {
             "{case}"
         );
     }
-    let metrics = gw
-        .http
-        .get(gw.at("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = gw.metrics().await;
     assert!(
         metrics.contains("restash_refused_requests_total{reason=\"too_long_lived\"} 4"),
         "{metrics}"
