@@ -231,3 +231,46 @@ async fn cache_commands_use_the_multiplexed_connections() {
     assert_eq!(hit.headers()["x-cache"], "HIT");
     assert_eq!(others_ran(&["hmget", "time"]), Vec::<String>::new());
 }
+
+/// Idle connections stay connected. fred 10.1 sends `ROLE` after connecting to a single
+/// node (replica discovery) and used to leave the connection marked as waiting for a
+/// reply, so every idle fred connection (the transactions' and the shared one) was
+/// declared unresponsive and reopened every two command timeouts, for ever, failing
+/// whatever was in flight on it then (`vendor/fred-unresponsive-role.patch`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_are_not_reopened() {
+    let redis = RedisServer::start();
+    let mut config = test_config(&redis.url());
+    // fred declares a connection unresponsive after twice this without a reply.
+    config.command_timeout = Duration::from_millis(300);
+    let gw = Gateway::start_with(config).await;
+    let key = format!("{}idle", prefix());
+    let transaction = json!([["SET", key, "1"], ["GET", key]]).to_string();
+    assert_eq!(gw.post("/multi-exec", transaction).await.0, 200);
+    let connections = || {
+        let list = redis.cli(&["CLIENT", "LIST"]);
+        let mut ids: Vec<(u64, u64)> = list
+            .lines()
+            .filter(|line| !line.contains("cmd=client|list"))
+            .map(|line| {
+                let field = |name: &str| {
+                    line.split(' ')
+                        .find_map(|f| f.strip_prefix(name))
+                        .and_then(|v| v.parse::<u64>().ok())
+                        .expect("CLIENT LIST field")
+                };
+                (field("id="), field("age="))
+            })
+            .collect();
+        ids.sort_unstable();
+        ids
+    };
+    let before = connections();
+    assert!(before.len() >= 3, "{before:?}");
+    // Ten times the unresponsive limit, idle.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let after = connections();
+    let ids = |list: &[(u64, u64)]| list.iter().map(|(id, _)| *id).collect::<Vec<_>>();
+    assert_eq!(ids(&after), ids(&before), "connections were reopened");
+    assert_eq!(gw.command(json!(["GET", key])).await.0, 200);
+}
