@@ -184,19 +184,10 @@ impl Config {
                          section 3.2); generate one with `openssl rand -base64 32`",
             });
         }
-        let jwt_max_lifetime = match get("RESTASH_JWT_MAX_LIFETIME_SECONDS") {
-            None => None,
-            Some(value) => match crate::auth::jwt::parse_max_lifetime(&value) {
-                Some(seconds) => Some(seconds),
-                None => {
-                    return Err(ConfigError::Invalid {
-                        name: "RESTASH_JWT_MAX_LIFETIME_SECONDS",
-                        value,
-                        reason: "expected a whole number of seconds above 0",
-                    })
-                }
-            },
-        };
+        let jwt_max_lifetime = optional_number(
+            "RESTASH_JWT_MAX_LIFETIME_SECONDS",
+            get("RESTASH_JWT_MAX_LIFETIME_SECONDS"),
+        )?;
         Ok(Config {
             listen: get("RESTASH_LISTEN").unwrap_or_else(|| DEFAULT_LISTEN.to_string()),
             redis_url: get("REDIS_URL").unwrap_or_else(|| DEFAULT_REDIS_URL.to_string()),
@@ -306,19 +297,25 @@ impl Config {
 }
 
 fn number(name: &'static str, value: Option<String>, default: u64) -> Result<u64, ConfigError> {
-    match value {
-        None => Ok(default),
-        Some(v) => v
-            .trim()
-            .parse::<u64>()
-            .ok()
-            .filter(|n| *n > 0)
-            .ok_or(ConfigError::Invalid {
+    Ok(optional_number(name, value)?.unwrap_or(default))
+}
+
+/// A positive whole number, when the variable is set.
+fn optional_number(name: &'static str, value: Option<String>) -> Result<Option<u64>, ConfigError> {
+    value
+        .map(|v| {
+            positive_number(&v).ok_or(ConfigError::Invalid {
                 name,
                 value: v,
                 reason: "expected a positive whole number",
-            }),
-    }
+            })
+        })
+        .transpose()
+}
+
+/// A variable's text read as a positive whole number (surrounding spaces allowed).
+pub fn positive_number(text: &str) -> Option<u64> {
+    text.trim().parse::<u64>().ok().filter(|n| *n > 0)
 }
 
 fn flag(name: &'static str, value: Option<String>) -> Result<bool, ConfigError> {

@@ -47,16 +47,6 @@ pub fn weak_secret(secret: &str) -> Option<String> {
     })
 }
 
-/// `RESTASH_JWT_MAX_LIFETIME_SECONDS` read: a whole number of seconds above 0 (`None`:
-/// not one).
-pub fn parse_max_lifetime(value: &str) -> Option<u64> {
-    value
-        .trim()
-        .parse::<u64>()
-        .ok()
-        .filter(|seconds| *seconds > 0)
-}
-
 /// Where JWT verification gets its keys and expectations.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct JwtSettings {

@@ -62,10 +62,10 @@ pub fn run(args: &[String], env: impl Fn(&str) -> Option<String>) -> Result<Stri
     let ttl = seconds(options.ttl.as_deref().unwrap_or("1h"))?;
     if let Some(value) = env("RESTASH_JWT_MAX_LIFETIME_SECONDS") {
         // Read as the gateway reads it; the gateway would refuse a longer-lived token.
-        let max = super::jwt::parse_max_lifetime(&value).ok_or_else(|| {
+        let max = crate::config::positive_number(&value).ok_or_else(|| {
             MintError::Usage(format!(
-                "RESTASH_JWT_MAX_LIFETIME_SECONDS={value:?} is invalid: expected a whole \
-                 number of seconds above 0"
+                "RESTASH_JWT_MAX_LIFETIME_SECONDS={value:?} is invalid: expected a positive \
+                 whole number"
             ))
         })?;
         if ttl > max {

@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use fred::clients::Client;
 use fred::error::{Error as FredError, ErrorKind};
 use fred::interfaces::ClientLike;
-use fred::types::config::{Config as FredConfig, Server, ServerConfig};
+use fred::types::config::{Server, ServerConfig};
 use fred::types::{Builder, ClusterHash, CustomCommand, Value};
 use tokio::sync::Mutex;
 
@@ -70,8 +70,12 @@ pub(crate) const TARGET_TTL: Duration = Duration::from_secs(1);
 /// Whether a reply is a cluster redirect (`MOVED` or `ASK`) that a plain connection
 /// passed through as an error reply.
 pub(crate) fn is_redirect_reply(frame: &Frame) -> bool {
-    crate::protocol::reply::error_text(frame)
-        .is_some_and(|text| text.starts_with("MOVED ") || text.starts_with("ASK "))
+    let text: &[u8] = match frame {
+        Frame::SimpleError { data, .. } => data.as_bytes(),
+        Frame::BlobError { data, .. } => data,
+        _ => return false,
+    };
+    text.starts_with(b"MOVED ") || text.starts_with(b"ASK ")
 }
 
 /// Connections of restash's own to importing nodes, opened on first `ASK` and kept.
@@ -79,7 +83,6 @@ pub(crate) struct AskFollower {
     /// The cluster's settings (credentials, TLS, timeouts, reconnection); each
     /// connection replaces the server.
     builder: Builder,
-    config: FredConfig,
     connect_timeout: Duration,
     /// One connection per importing node (`host:port`), used by one pair at a time.
     nodes: SyncMutex<HashMap<String, Arc<Mutex<Option<Client>>>>>,
@@ -99,7 +102,6 @@ impl AskFollower {
         let config = builder.get_config()?;
         matches!(config.server, ServerConfig::Clustered { .. }).then(|| AskFollower {
             builder: builder.clone(),
-            config: config.clone(),
             connect_timeout,
             nodes: SyncMutex::new(HashMap::new()),
             targets: SyncMutex::new(HashMap::new()),
@@ -202,11 +204,15 @@ impl AskFollower {
     }
 
     async fn connect(&self, host: &str, port: u16) -> Result<Client, FredError> {
-        let mut config = self.config.clone();
-        config.server = ServerConfig::Centralized {
-            server: Server::new(host, port),
-        };
-        let client = self.builder.clone().set_config(config).build()?;
+        let client = self
+            .builder
+            .clone()
+            .with_config(|config| {
+                config.server = ServerConfig::Centralized {
+                    server: Server::new(host, port),
+                }
+            })
+            .build()?;
         client.connect();
         match tokio::time::timeout(self.connect_timeout, client.wait_for_connect()).await {
             Ok(Ok(())) => Ok(client),
