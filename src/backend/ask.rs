@@ -67,6 +67,10 @@ pub(crate) const ASK_AFTER_TRIES: usize = 2;
 /// How long the importing node of a slot is remembered.
 pub(crate) const TARGET_TTL: Duration = Duration::from_secs(1);
 
+/// How long a failed connection to an importing node is remembered: commands for it
+/// fail at once with that error instead of each waiting out the connect timeout.
+pub(crate) const RETRY_CONNECT_AFTER: Duration = Duration::from_secs(1);
+
 /// Whether a reply is a cluster redirect (`MOVED` or `ASK`) that a plain connection
 /// passed through as an error reply.
 pub(crate) fn is_redirect_reply(frame: &Frame) -> bool {
@@ -85,9 +89,22 @@ pub(crate) struct AskFollower {
     builder: Builder,
     connect_timeout: Duration,
     /// One connection per importing node (`host:port`), used by one pair at a time.
-    nodes: SyncMutex<HashMap<String, Arc<Mutex<Option<Client>>>>>,
+    nodes: SyncMutex<HashMap<String, Arc<Mutex<NodeLink>>>>,
     /// Slots being migrated: where to, and when that was read.
     targets: SyncMutex<HashMap<u16, Remembered>>,
+}
+
+/// restash's own connection to one importing node.
+#[derive(Default)]
+enum NodeLink {
+    /// Not opened yet.
+    #[default]
+    Unopened,
+    /// Connected (fred reconnects it when it drops).
+    Open(Client),
+    /// The last attempt to connect failed `at`; not tried again before
+    /// [`RETRY_CONNECT_AFTER`].
+    Failed { at: Instant, error: FredError },
 }
 
 /// The importing node of a slot, `(host, port)`, and when the owner named it.
@@ -166,15 +183,9 @@ impl AskFollower {
             let mut nodes = self.nodes.lock().unwrap_or_else(|e| e.into_inner());
             nodes.entry(format!("{host}:{port}")).or_default().clone()
         };
-        let mut connection = node.lock().await;
-        let client = match connection.as_ref() {
-            Some(client) => client.clone(),
-            None => {
-                let client = self.connect(host, port).await?;
-                *connection = Some(client.clone());
-                client
-            }
-        };
+        // Held until the replies are in: one pair at a time on the connection.
+        let mut link = node.lock().await;
+        let client = self.client_for(&mut link, host, port).await?;
         let asking = Prepared {
             command: CustomCommand::new_static("ASKING", ClusterHash::Random, false),
             args: Vec::new(),
@@ -200,6 +211,44 @@ impl AskFollower {
             },
             Some(Err(error)) => Err(error),
             None => Ok(Vec::new()),
+        }
+    }
+
+    /// The connection of `link` (to `host:port`), opened if need be; a failed
+    /// attempt is reported again, without a new one, for [`RETRY_CONNECT_AFTER`].
+    async fn client_for(
+        &self,
+        link: &mut NodeLink,
+        host: &str,
+        port: u16,
+    ) -> Result<Client, FredError> {
+        match &*link {
+            NodeLink::Open(client) => Ok(client.clone()),
+            NodeLink::Failed { at, error } if at.elapsed() < RETRY_CONNECT_AFTER => {
+                Err(FredError::new(
+                    error.kind().clone(),
+                    format!(
+                        "{} ({} ms ago; tried again after {} ms)",
+                        error.details(),
+                        at.elapsed().as_millis(),
+                        RETRY_CONNECT_AFTER.as_millis()
+                    ),
+                ))
+            }
+            NodeLink::Unopened | NodeLink::Failed { .. } => match self.connect(host, port).await {
+                Ok(client) => {
+                    *link = NodeLink::Open(client.clone());
+                    Ok(client)
+                }
+                Err(error) => {
+                    tracing::warn!(%host, port, %error, "no connection to the node a slot is being migrated to");
+                    *link = NodeLink::Failed {
+                        at: Instant::now(),
+                        error: error.clone(),
+                    };
+                    Err(error)
+                }
+            },
         }
     }
 
@@ -240,7 +289,7 @@ impl AskFollower {
             nodes.values().cloned().collect()
         };
         for node in nodes {
-            if let Some(client) = node.lock().await.take() {
+            if let NodeLink::Open(client) = std::mem::take(&mut *node.lock().await) {
                 let _ = client.quit().await;
             }
         }

@@ -5,7 +5,7 @@ use std::collections::HashSet;
 
 use serde_json::{json, Value};
 
-use crate::harness::{prefix, Gateway, RedisCluster};
+use crate::harness::{prefix, Gateway, RedisCluster, RedisServer};
 
 async fn fill(gw: &Gateway, p: &str, count: usize) {
     for chunk in (0..count).collect::<Vec<_>>().chunks(1000) {
@@ -817,6 +817,104 @@ async fn requests_follow_ask_while_a_slot_is_migrated() {
             .is_some_and(|e| e.starts_with("TRYAGAIN")),
         "{body}"
     );
+}
+
+/// A slot being migrated to a node restash cannot reach (here: a node added to the
+/// cluster for the migration, then frozen before restash connects to it; frozen
+/// nodes accept connections and answer nothing): the first command for a moved key waits
+/// out the connect timeout; those after it, for a second, fail at once with that
+/// error instead of each waiting (and queueing) again; then it is tried again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_importing_node_is_not_dialled_for_every_command() {
+    let cluster = tokio::task::block_in_place(|| RedisCluster::start(3, 0));
+    let dir = std::env::temp_dir().join(format!("restash-extra-{:08x}", rand::random::<u32>()));
+    std::fs::create_dir_all(&dir).expect("node dir");
+    let extra = RedisServer::start_with(&[
+        "--cluster-enabled",
+        "yes",
+        "--cluster-node-timeout",
+        "1000",
+        "--dir",
+        dir.to_str().expect("utf-8 temp dir"),
+    ]);
+    let mut config = crate::harness::test_config(&cluster.url());
+    config.connect_timeout = std::time::Duration::from_millis(500);
+    let gw = Gateway::start_with(config).await;
+    let key = format!("{{{}unreachable}}moved", prefix());
+    assert_eq!(
+        gw.command(json!(["SET", key, "v"])).await,
+        (200, json!({"result": "OK"}))
+    );
+    let slot = restash::routing::key_slot(key.as_bytes());
+    let source = &cluster.nodes[cluster.owner_of(slot)];
+    let (source_id, extra_id) = (
+        source.cli(&["CLUSTER", "MYID"]),
+        extra.cli(&["CLUSTER", "MYID"]),
+    );
+    let extra_port = extra.port.to_string();
+    assert_eq!(
+        source.cli(&["CLUSTER", "MEET", "127.0.0.1", &extra_port]),
+        "OK"
+    );
+    // Each must see the other as connected, and the new node the whole slot map,
+    // before a slot can move between them.
+    let knows = |node: &RedisServer, id: &str| {
+        node.cli(&["CLUSTER", "NODES"])
+            .lines()
+            .any(|line| line.starts_with(id) && line.contains(" connected"))
+    };
+    let since = std::time::Instant::now();
+    let state_ok = |node: &RedisServer| node.cli(&["CLUSTER", "INFO"]).contains("cluster_state:ok");
+    while !(knows(source, &extra_id) && knows(&extra, &source_id) && state_ok(&extra)) {
+        assert!(
+            since.elapsed() < std::time::Duration::from_secs(10),
+            "the new node never joined"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let slot_text = slot.to_string();
+    let importing = ["CLUSTER", "SETSLOT", &slot_text, "IMPORTING", &source_id];
+    assert_eq!(extra.cli(&importing), "OK");
+    let migrating = ["CLUSTER", "SETSLOT", &slot_text, "MIGRATING", &extra_id];
+    assert_eq!(source.cli(&migrating), "OK");
+    let migrate = [
+        "MIGRATE",
+        "127.0.0.1",
+        &extra_port,
+        "",
+        "0",
+        "5000",
+        "KEYS",
+        &key,
+    ];
+    assert_eq!(source.cli(&migrate), "OK");
+    extra.signal("STOP");
+    let unavailable = |body: &Value, text: &str| {
+        body["error"]
+            .as_str()
+            .is_some_and(|e| e.starts_with("ERR Redis is unavailable") && e.contains(text))
+    };
+    let (status, body) = gw.command(json!(["GET", key])).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        unavailable(&body, &format!("127.0.0.1:{extra_port}")),
+        "{body}"
+    );
+    let (status, body) = gw.command(json!(["GET", key])).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        unavailable(&body, "ms ago; tried again after 1000 ms"),
+        "{body}"
+    );
+
+    extra.signal("CONT");
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    assert_eq!(
+        gw.command(json!(["GET", key])).await,
+        (200, json!({"result": "v"})),
+        "a second later the node is tried again"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// Blocking commands (`RESTASH_BLOCKING=true`) run on the pool's own connections,

@@ -187,6 +187,16 @@ impl RedisServer {
         panic!("could not start redis-server");
     }
 
+    /// Sends the process `signal` (`"STOP"` freezes it: connections are still
+    /// accepted by the kernel but never answered; `"CONT"` resumes it).
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([format!("-{signal}"), self.child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill -{signal} failed");
+    }
+
     /// Kills the process (a crash, as far as clients can tell).
     pub fn kill(&mut self) {
         let _ = self.child.kill();
