@@ -102,9 +102,9 @@ enum NodeLink {
     Unopened,
     /// Connected (fred reconnects it when it drops).
     Open(Client),
-    /// The last attempt to connect failed `at`; not tried again before
-    /// [`RETRY_CONNECT_AFTER`].
-    Failed { at: Instant, error: FredError },
+    /// The last attempt to connect failed `at`, or the connection stopped answering
+    /// then, for `reason`; not tried again before [`RETRY_CONNECT_AFTER`].
+    Failed { at: Instant, reason: String },
 }
 
 /// The importing node of a slot, `(host, port)`, and when the owner named it.
@@ -200,7 +200,21 @@ impl AskFollower {
                 prepared
             }))
             .collect();
-        let mut replies = send_in_order(&client, batch).await.into_iter();
+        let replies = send_in_order(&client, batch).await;
+        if let Some(Err(error)) = replies.first() {
+            if matches!(error.kind(), ErrorKind::Timeout | ErrorKind::IO) {
+                // A node that stopped answering: a new connection, but not at once.
+                tracing::warn!(%host, port, %error, "the node a slot is being migrated to stopped answering");
+                *link = NodeLink::Failed {
+                    at: Instant::now(),
+                    reason: format!("{host}:{port} stopped answering: {}", error.details()),
+                };
+                tokio::spawn(async move {
+                    let _ = client.quit().await;
+                });
+            }
+        }
+        let mut replies = replies.into_iter();
         match replies.next() {
             Some(Ok(frame)) => match crate::protocol::reply::error_text(&frame) {
                 Some(text) => Err(FredError::new(
@@ -224,12 +238,11 @@ impl AskFollower {
     ) -> Result<Client, FredError> {
         match &*link {
             NodeLink::Open(client) => Ok(client.clone()),
-            NodeLink::Failed { at, error } if at.elapsed() < RETRY_CONNECT_AFTER => {
+            NodeLink::Failed { at, reason } if at.elapsed() < RETRY_CONNECT_AFTER => {
                 Err(FredError::new(
-                    error.kind().clone(),
+                    ErrorKind::IO,
                     format!(
-                        "{} ({} ms ago; tried again after {} ms)",
-                        error.details(),
+                        "{reason} ({} ms ago; tried again after {} ms)",
                         at.elapsed().as_millis(),
                         RETRY_CONNECT_AFTER.as_millis()
                     ),
@@ -244,7 +257,7 @@ impl AskFollower {
                     tracing::warn!(%host, port, %error, "no connection to the node a slot is being migrated to");
                     *link = NodeLink::Failed {
                         at: Instant::now(),
-                        error: error.clone(),
+                        reason: error.details().to_string(),
                     };
                     Err(error)
                 }

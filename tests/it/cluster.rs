@@ -823,7 +823,8 @@ async fn requests_follow_ask_while_a_slot_is_migrated() {
 /// cluster for the migration, then frozen before restash connects to it; frozen
 /// nodes accept connections and answer nothing): the first command for a moved key waits
 /// out the connect timeout; those after it, for a second, fail at once with that
-/// error instead of each waiting (and queueing) again; then it is tried again.
+/// error instead of each waiting (and queueing) again; then it is tried again. The
+/// same when the node stops answering on an open connection.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_importing_node_is_not_dialled_for_every_command() {
     let cluster = tokio::task::block_in_place(|| RedisCluster::start(3, 0));
@@ -839,6 +840,7 @@ async fn an_unreachable_importing_node_is_not_dialled_for_every_command() {
     ]);
     let mut config = crate::harness::test_config(&cluster.url());
     config.connect_timeout = std::time::Duration::from_millis(500);
+    config.command_timeout = std::time::Duration::from_secs(1);
     let gw = Gateway::start_with(config).await;
     let key = format!("{{{}unreachable}}moved", prefix());
     assert_eq!(
@@ -913,6 +915,32 @@ async fn an_unreachable_importing_node_is_not_dialled_for_every_command() {
         gw.command(json!(["GET", key])).await,
         (200, json!({"result": "v"})),
         "a second later the node is tried again"
+    );
+
+    // Frozen while connected: the command waits out the command timeout, and the
+    // connection is given up, as a failed one is.
+    extra.signal("STOP");
+    let (status, body) = gw.command(json!(["GET", key])).await;
+    assert_eq!(
+        (status, body),
+        (
+            504,
+            json!({"error": "ERR Redis did not answer within 1000 ms"})
+        )
+    );
+    let (status, body) = gw.command(json!(["GET", key])).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(unavailable(&body, "stopped answering"), "{body}");
+    assert!(
+        unavailable(&body, "ms ago; tried again after 1000 ms"),
+        "{body}"
+    );
+    extra.signal("CONT");
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    assert_eq!(
+        gw.command(json!(["GET", key])).await,
+        (200, json!({"result": "v"})),
+        "a new connection a second later"
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
