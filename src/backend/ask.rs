@@ -266,33 +266,7 @@ impl AskFollower {
     }
 
     async fn connect(&self, host: &str, port: u16) -> Result<Client, FredError> {
-        let client = self
-            .builder
-            .clone()
-            .with_config(|config| {
-                config.server = ServerConfig::Centralized {
-                    server: Server::new(host, port),
-                }
-            })
-            .build()?;
-        client.connect();
-        match tokio::time::timeout(self.connect_timeout, client.wait_for_connect()).await {
-            Ok(Ok(())) => Ok(client),
-            Ok(Err(error)) => {
-                let _ = client.quit().await;
-                Err(error)
-            }
-            Err(_) => {
-                let _ = client.quit().await;
-                Err(FredError::new(
-                    ErrorKind::IO,
-                    format!(
-                        "no connection to {host}:{port} within {:?}",
-                        self.connect_timeout
-                    ),
-                ))
-            }
-        }
+        connect_node(&self.builder, host, port, self.connect_timeout).await
     }
 
     /// Closes every connection.
@@ -309,6 +283,39 @@ impl AskFollower {
     }
 }
 
+/// A connection of its own to the cluster node `host:port` (which may own no slot),
+/// with the settings of the cluster `builder` connects to, within `connect_timeout`.
+pub(crate) async fn connect_node(
+    builder: &Builder,
+    host: &str,
+    port: u16,
+    connect_timeout: Duration,
+) -> Result<Client, FredError> {
+    let client = builder
+        .clone()
+        .with_config(|config| {
+            config.server = ServerConfig::Centralized {
+                server: Server::new(host, port),
+            }
+        })
+        .build()?;
+    client.connect();
+    match tokio::time::timeout(connect_timeout, client.wait_for_connect()).await {
+        Ok(Ok(())) => Ok(client),
+        Ok(Err(error)) => {
+            let _ = client.quit().await;
+            Err(error)
+        }
+        Err(_) => {
+            let _ = client.quit().await;
+            Err(FredError::new(
+                ErrorKind::IO,
+                format!("no connection to {host}:{port} within {connect_timeout:?}"),
+            ))
+        }
+    }
+}
+
 /// Whether a reply says the cluster redirected the command: fred's report, or an
 /// error reply a plain connection passed through.
 pub(crate) fn is_redirected(result: &Result<Frame, FredError>) -> bool {
@@ -319,7 +326,7 @@ pub(crate) fn is_redirected(result: &Result<Frame, FredError>) -> bool {
 }
 
 /// The node `slot`'s owner is migrating it to, by the owner's `CLUSTER NODES`.
-async fn importing_node<C: ClientLike>(client: &C, slot: u16) -> Option<(String, u16)> {
+pub(crate) async fn importing_node<C: ClientLike>(client: &C, slot: u16) -> Option<(String, u16)> {
     let prepared = Prepared {
         command: CustomCommand::new_static("CLUSTER", ClusterHash::Custom(slot), false),
         args: vec![Value::from_static_str("NODES")],

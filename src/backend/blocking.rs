@@ -11,8 +11,11 @@
 //!   the connection: it is free again at once, and the command returns as if it had
 //!   timed out, so no list item is popped for a caller who is no longer there;
 //! - on a cluster, a command redirected with `MOVED` (Redis ran nothing) is sent
-//!   again to the slot's new owner, like the shared connections' commands.
+//!   again to the slot's new owner, like the shared connections' commands; one
+//!   redirected with `ASK` during a slot migration runs after `ASKING` on the
+//!   importing node, on a connection opened for it.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,8 +28,8 @@ use fred::types::{Builder, ClusterHash, CustomCommand, Value};
 use tokio::sync::{Mutex, OnceCell, OwnedMutexGuard, Semaphore};
 use tokio_util::sync::CancellationToken;
 
-use super::BackendError;
-use crate::protocol::reply::Frame;
+use super::{ask, BackendError};
+use crate::protocol::reply::{self, Frame};
 
 /// How long a caller waits for a free blocking connection before a 503.
 pub const ACQUIRE_WAIT: Duration = Duration::from_millis(100);
@@ -222,8 +225,10 @@ impl Pool {
     }
 
     /// Runs the command on `client`, again on the new owner when the cluster
-    /// redirected it (Redis ran nothing then; fred has read the slot map again).
-    /// A caller that goes away, a timeout or shutdown unblocks the connection.
+    /// redirected it (Redis ran nothing then; fred has read the slot map again), or
+    /// after `ASKING` on the node its slot is being migrated to when it is still
+    /// redirected (see [`super::ask`]). A caller that goes away, a timeout or
+    /// shutdown unblocks the connection.
     async fn run(
         &self,
         client: &Client,
@@ -239,53 +244,155 @@ impl Pool {
         let (command, values) = to_custom(args);
         let mut redirects = 0;
         loop {
-            // On a cluster, the node that owns the slot now (by this connection's slot
-            // map): CLIENT ID, the command and any CLIENT UNBLOCK all go to it.
-            let node =
-                slot.and_then(|slot| client.cached_cluster_state()?.get_server(slot).cloned());
-            let pinned = Options {
-                cluster_node: node.clone(),
-                ..options.clone()
-            };
-            let client = client.with_options(&pinned);
-            let id = client_id(&client, timeout).await?;
-            let reply = client.custom_raw(command.clone(), values.clone());
-            tokio::pin!(reply);
-            let early = tokio::select! {
-                result = &mut reply => Some(result),
-                _ = caller.closed() => None,
-                _ = self.shutdown.cancelled() => None,
-            };
-            let result = match early {
-                Some(Err(error)) if super::is_redirect(&error) => {
-                    if redirects == super::REDIRECT_RETRIES {
-                        return Err(BackendError::Unavailable(format!(
-                            "the cluster redirected the command {} times (is its hash slot \
-                             being migrated?); try again",
-                            redirects + 1
-                        )));
-                    }
-                    if caller.is_closed() || self.shutdown.is_cancelled() {
-                        return Err(BackendError::Unavailable(
-                            "the blocking command was abandoned".into(),
-                        ));
-                    }
-                    redirects += 1;
-                    continue;
+            let migrating_to = match slot {
+                Some(slot) if redirects >= ask::ASK_AFTER_TRIES => {
+                    ask::importing_node(client, slot).await
                 }
-                Some(Ok(frame)) => Ok(frame),
-                Some(Err(error)) => {
-                    // Timed out or failed: make sure Redis is not still holding it.
-                    self.unblock(id, &pinned).await;
-                    Err(error)
+                _ => None,
+            };
+            let result = match migrating_to {
+                Some((host, port)) => {
+                    crate::metrics::record_redirect("ask");
+                    self.run_asking(&host, port, &command, &values, timeout, caller)
+                        .await
                 }
                 None => {
-                    self.unblock(id, &pinned).await;
-                    reply.await
+                    self.run_on_owner(client, slot, &command, &values, options, caller)
+                        .await
                 }
             };
-            return result.map_err(|error| map_error(&error, timeout));
+            if !ask::is_redirected(&result) {
+                return result.map_err(|error| map_error(&error, timeout));
+            }
+            if redirects == super::REDIRECT_RETRIES {
+                return Err(BackendError::Unavailable(format!(
+                    "the cluster redirected the command {} times (is its hash slot being \
+                     migrated?); try again",
+                    redirects + 1
+                )));
+            }
+            if caller.is_closed() || self.shutdown.is_cancelled() {
+                return Err(BackendError::Unavailable(
+                    "the blocking command was abandoned".into(),
+                ));
+            }
+            crate::metrics::record_redirect("retried");
+            redirects += 1;
         }
+    }
+
+    /// One try on the node that owns `slot` now (by `client`'s slot map): `CLIENT
+    /// ID`, the command and any `CLIENT UNBLOCK` all go to it.
+    async fn run_on_owner(
+        &self,
+        client: &Client,
+        slot: Option<u16>,
+        command: &CustomCommand,
+        values: &[Value],
+        options: &Options,
+        caller: &mut Reply,
+    ) -> Result<Frame, FredError> {
+        let node = slot.and_then(|slot| client.cached_cluster_state()?.get_server(slot).cloned());
+        let pinned = Options {
+            cluster_node: node,
+            ..options.clone()
+        };
+        let client = client.with_options(&pinned);
+        let id = client_id(&client).await?;
+        let reply = client.custom_raw(command.clone(), values.to_vec());
+        self.wait_or_release(reply, caller, self.unblock(id, &pinned))
+            .await
+    }
+
+    /// One try on `host:port`, which is importing the command's slot: `ASKING` and
+    /// the command on a connection of their own, opened for this command (the
+    /// pool's connections reach only the nodes that own slots).
+    async fn run_asking(
+        &self,
+        host: &str,
+        port: u16,
+        command: &CustomCommand,
+        values: &[Value],
+        timeout: Duration,
+        caller: &mut Reply,
+    ) -> Result<Frame, FredError> {
+        let connect_timeout = self.settings.connect_timeout;
+        let node = ask::connect_node(&self.builder, host, port, connect_timeout).await?;
+        let options = Options {
+            max_attempts: Some(1),
+            fail_fast: true,
+            timeout: Some(timeout),
+            ..Options::default()
+        };
+        let result = async {
+            let client = node.with_options(&options);
+            let id = client_id(&client).await?;
+            let asking = CustomCommand::new_static("ASKING", ClusterHash::Random, false);
+            if let Some(text) =
+                reply::error_text(&client.custom_raw(asking, Vec::<Value>::new()).await?)
+            {
+                return Err(FredError::new(
+                    ErrorKind::Routing,
+                    format!("ASKING refused by {host}:{port}: {text}"),
+                ));
+            }
+            let reply = client.custom_raw(command.clone(), values.to_vec());
+            self.wait_or_release(reply, caller, self.unblock_on(host, port, id))
+                .await
+        }
+        .await;
+        let _ = node.quit().await;
+        result
+    }
+
+    /// Waits for `reply`; when it fails, or the caller goes away or restash shuts
+    /// down first, runs `release` (`CLIENT UNBLOCK`) so that Redis is not still
+    /// holding the command, and answers as Redis then does.
+    async fn wait_or_release(
+        &self,
+        reply: impl Future<Output = Result<Frame, FredError>>,
+        caller: &mut Reply,
+        release: impl Future<Output = ()>,
+    ) -> Result<Frame, FredError> {
+        tokio::pin!(reply);
+        let early = tokio::select! {
+            result = &mut reply => Some(result),
+            _ = caller.closed() => None,
+            _ = self.shutdown.cancelled() => None,
+        };
+        match early {
+            // Redirected: Redis ran nothing.
+            Some(Err(error)) if super::is_redirect(&error) => Err(error),
+            Some(Ok(frame)) => Ok(frame),
+            Some(Err(error)) => {
+                // Timed out or failed: make sure Redis is not still holding it.
+                release.await;
+                Err(error)
+            }
+            None => {
+                release.await;
+                reply.await
+            }
+        }
+    }
+
+    /// `CLIENT UNBLOCK id` on `host:port`, over a connection opened for it.
+    async fn unblock_on(&self, host: &str, port: u16, id: Option<i64>) {
+        let Some(id) = id else { return };
+        let timeout = self.settings.connect_timeout;
+        let control = match ask::connect_node(&self.builder, host, port, timeout).await {
+            Ok(control) => control,
+            Err(error) => {
+                tracing::warn!(%error, "cannot unblock a blocked command");
+                return;
+            }
+        };
+        let command = CustomCommand::new_static("CLIENT", ClusterHash::Random, false);
+        let args = vec![Value::from("UNBLOCK"), Value::from(id)];
+        if let Err(error) = control.custom_raw(command, args).await {
+            tracing::warn!(error = %error.details(), "CLIENT UNBLOCK failed");
+        }
+        let _ = control.quit().await;
     }
 
     /// `CLIENT UNBLOCK id` on the node that holds the blocked connection (`to`'s
@@ -322,15 +429,11 @@ impl Pool {
 type Reply = tokio::sync::oneshot::Sender<Result<Frame, BackendError>>;
 
 /// The id of the connection the command will block on.
-async fn client_id(
-    client: &impl ClientLike,
-    timeout: Duration,
-) -> Result<Option<i64>, BackendError> {
+async fn client_id(client: &impl ClientLike) -> Result<Option<i64>, FredError> {
     let command = CustomCommand::new("CLIENT", ClusterHash::FirstKey, false);
-    match client.custom_raw(command, vec![Value::from("ID")]).await {
-        Ok(Frame::Number { data, .. }) => Ok(Some(data)),
-        Ok(_) => Ok(None),
-        Err(error) => Err(map_error(&error, timeout)),
+    match client.custom_raw(command, vec![Value::from("ID")]).await? {
+        Frame::Number { data, .. } => Ok(Some(data)),
+        _ => Ok(None),
     }
 }
 

@@ -1033,3 +1033,77 @@ async fn an_abandoned_blocking_command_is_released_after_a_reshard() {
         (200, json!({"result": 1}))
     );
 }
+
+/// Blocking commands (`RESTASH_BLOCKING=true`) follow `ASK` while their slot is
+/// migrated: a `BLPOP` on an empty list (which the owner no longer holds) blocks on
+/// the importing node, after `ASKING`, and gets what is pushed there; one whose
+/// caller goes away is released there. Before, both got 503 until the slot moved.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blocking_commands_follow_ask_while_a_slot_is_migrated() {
+    let cluster = tokio::task::block_in_place(|| RedisCluster::start(3, 0));
+    let mut config = crate::harness::test_config(&cluster.url());
+    config.blocking = true;
+    let gw = Gateway::start_with(config).await;
+    let key = format!("{{{}blocking-ask}}queue", prefix());
+    let slot = restash::routing::key_slot(key.as_bytes());
+    let from = cluster.owner_of(slot);
+    let to = (from + 1) % 3;
+    let (source, target) = (&cluster.nodes[from], &cluster.nodes[to]);
+    let slot_text = slot.to_string();
+    let (source_id, target_id) = (
+        source.cli(&["CLUSTER", "MYID"]),
+        target.cli(&["CLUSTER", "MYID"]),
+    );
+    let importing = ["CLUSTER", "SETSLOT", &slot_text, "IMPORTING", &source_id];
+    assert_eq!(target.cli(&importing), "OK");
+    let migrating = ["CLUSTER", "SETSLOT", &slot_text, "MIGRATING", &target_id];
+    assert_eq!(source.cli(&migrating), "OK");
+    let blocked_on_target = || -> u64 {
+        target
+            .cli(&["INFO", "clients"])
+            .lines()
+            .find_map(|l| l.strip_prefix("blocked_clients:"))
+            .and_then(|n| n.trim().parse().ok())
+            .expect("blocked_clients")
+    };
+    let wait_for_blocked = |count: u64| async move {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while blocked_on_target() != count {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{count} command(s) never blocked on the importing node"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    };
+
+    let pop = gw.command(json!(["BLPOP", key, 5]));
+    let push = async {
+        wait_for_blocked(1).await;
+        gw.command(json!(["RPUSH", key, "job"])).await
+    };
+    let (popped, pushed) = tokio::join!(pop, push);
+    assert_eq!(pushed, (200, json!({"result": 1})));
+    assert_eq!(popped, (200, json!({"result": [key, "job"]})));
+
+    // A caller that gives up: its BLPOP is released on the importing node.
+    let abandoned = gw
+        .http
+        .post(gw.at("/"))
+        .bearer_auth(crate::harness::TOKEN)
+        .timeout(std::time::Duration::from_millis(700))
+        .body(json!(["BLPOP", key, 5]).to_string())
+        .send();
+    let (abandoned, ()) = tokio::join!(abandoned, wait_for_blocked(1));
+    assert!(abandoned.is_err(), "the caller gave up");
+    wait_for_blocked(0).await;
+    assert_eq!(
+        gw.command(json!(["RPUSH", key, "kept"])).await,
+        (200, json!({"result": 1}))
+    );
+    assert_eq!(
+        gw.command(json!(["LRANGE", key, 0, -1])).await,
+        (200, json!({"result": ["kept"]})),
+        "nobody popped it"
+    );
+}
