@@ -187,6 +187,19 @@ impl RedisServer {
         panic!("could not start redis-server");
     }
 
+    /// Starts a cluster-enabled node, in no cluster yet (1 s node timeout), that
+    /// keeps its cluster file in `dir`.
+    pub fn start_cluster_node(dir: &std::path::Path) -> RedisServer {
+        RedisServer::start_with(&[
+            "--cluster-enabled",
+            "yes",
+            "--cluster-node-timeout",
+            "1000",
+            "--dir",
+            dir.to_str().expect("utf-8 temp dir"),
+        ])
+    }
+
     /// Sends the process `signal` (`"STOP"` freezes it: connections are still
     /// accepted by the kernel but never answered; `"CONT"` resumes it).
     pub fn signal(&self, signal: &str) {
@@ -282,16 +295,7 @@ impl RedisCluster {
         std::fs::create_dir_all(&dir).expect("cluster dir");
         let total = primaries * (1 + replicas);
         let nodes: Vec<RedisServer> = (0..total)
-            .map(|_| {
-                RedisServer::start_with(&[
-                    "--cluster-enabled",
-                    "yes",
-                    "--cluster-node-timeout",
-                    "1000",
-                    "--dir",
-                    dir.to_str().expect("utf-8 temp dir"),
-                ])
-            })
+            .map(|_| RedisServer::start_cluster_node(&dir))
             .collect();
         let addresses: Vec<String> = nodes
             .iter()
