@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use fred::clients::{ExclusivePool, Pool};
+use fred::clients::{Client, ExclusivePool, Pool};
 use fred::error::{Error as FredError, ErrorKind};
 use fred::interfaces::{ClientLike, ClusterInterface, EventInterface};
 use fred::types::config::{
@@ -401,37 +401,28 @@ impl Backend {
         batch.push(self.to_custom(vec![Bytes::from_static(b"MULTI")], &target));
         batch.extend(commands.into_iter().map(|c| self.to_custom(c, &target)));
         batch.push(self.to_custom(vec![Bytes::from_static(b"EXEC")], &target));
-        let client = self.transactions.acquire().await;
-        let lease = crate::metrics::PoolLease::start("transactions");
+        // On a task of its own: stopped half-way (its request timed out, its caller
+        // went away), a transaction would leave its connection inside `MULTI`. One
+        // whose caller is gone before it starts is not started.
+        let transactions = self.transactions.clone();
+        let asks = self.asks.clone();
         let slot = match target {
             Target::Slot(slot) => Some(slot),
             _ => None,
         };
-        let mut tries = 0;
-        let results = loop {
-            // Redirected again after the slot map was read: the slot is being migrated,
-            // and the whole transaction goes to the importing node after `ASKING`.
-            let followed = match (tries >= ask::ASK_AFTER_TRIES, &self.asks, slot) {
-                (true, Some(asks), Some(slot)) => asks.follow(&*client, slot, batch.clone()).await,
-                _ => None,
-            };
-            let results = match followed {
-                Some(results) => results,
-                None => send_in_order(&*client, batch.clone()).await,
-            };
-            // A redirected command inside MULTI makes Redis discard the transaction
-            // (EXECABORT): nothing ran, and this client has read the slot map again.
-            if !results.iter().any(ask::is_redirected) {
-                break results;
+        let (caller, outcome) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            let client = transactions.acquire().await;
+            if caller.is_closed() {
+                return;
             }
-            if tries == REDIRECT_RETRIES {
-                return Err(self.map_error(redirected_too_often(tries)));
-            }
-            crate::metrics::record_redirect("retried");
-            tries += 1;
-        };
-        drop(lease);
-        drop(client);
+            let _lease = crate::metrics::PoolLease::start("transactions");
+            let _ = caller.send(run_transaction(&client, asks.as_deref(), batch, slot).await);
+        });
+        let results = outcome
+            .await
+            .map_err(|_| BackendError::Unavailable("the transaction was not run".into()))?
+            .map_err(|error| self.map_error(error))?;
         let mut frames = Vec::with_capacity(results.len());
         for result in results {
             frames.push(result.map_err(|e| self.map_error(e))?);
@@ -540,6 +531,37 @@ async fn send_one<C: ClientLike>(client: &C, prepared: Prepared) -> Result<Frame
     }
 }
 
+/// Sends `batch` (`MULTI`, the commands, `EXEC`) on `client`, a connection held
+/// for it, again when the cluster redirected a command (Redis then discards the
+/// transaction: nothing ran, and fred has read the slot map again), and after
+/// `ASKING` to the node `slot` is being migrated to when it is redirected again.
+async fn run_transaction(
+    client: &Client,
+    asks: Option<&AskFollower>,
+    batch: Vec<Prepared>,
+    slot: Option<u16>,
+) -> Result<Vec<Result<Frame, FredError>>, FredError> {
+    let mut tries = 0;
+    loop {
+        let followed = match (tries >= ask::ASK_AFTER_TRIES, asks, slot) {
+            (true, Some(asks), Some(slot)) => asks.follow(client, slot, batch.clone()).await,
+            _ => None,
+        };
+        let results = match followed {
+            Some(results) => results,
+            None => send_in_order(client, batch.clone()).await,
+        };
+        if !results.iter().any(ask::is_redirected) {
+            return Ok(results);
+        }
+        if tries == REDIRECT_RETRIES {
+            return Err(redirected_too_often(tries));
+        }
+        crate::metrics::record_redirect("retried");
+        tries += 1;
+    }
+}
+
 /// How many times a command the cluster redirected (`MOVED`, `ASK`) is sent again.
 pub const REDIRECT_RETRIES: usize = 3;
 
@@ -618,15 +640,65 @@ async fn send_in_order_following_redirects<C: ClientLike>(
     futures::future::join_all(futures).await
 }
 
-/// Hands every command to fred before awaiting any reply. Each `custom_raw`
-/// enqueues its command synchronously on its first poll, and `join_all` polls
-/// in order, so commands reach the connection in the caller's order.
+/// Hands commands to fred in order, [`PIPELINE_CHUNK`] at a time: every command
+/// of a chunk before awaiting any of its replies (each `custom_raw` enqueues its
+/// command synchronously on its first poll, and `join_all` polls in order). fred's
+/// command future is about 8 KB: a transaction of 65,000 commands handed over at
+/// once took half a gigabyte.
+///
+/// Callers hold the connection for the whole batch (a transaction's, or `ASKING`
+/// and what follows it), so chunks change nothing Redis sees. When fred fails a
+/// command of a chunk (no reply from Redis: redirected, timed out, disconnected,
+/// buffer full), the chunks after it are not sent and their commands get that
+/// error; when the batch opened a transaction, it is closed (see
+/// [`close_transaction`]), so that Redis runs no part of it and the connection's
+/// next user does not find it inside `MULTI`.
 async fn send_in_order<C: ClientLike>(
     client: &C,
     commands: Vec<Prepared>,
 ) -> Vec<Result<Frame, FredError>> {
-    let futures = commands
-        .into_iter()
-        .map(|prepared| send_one(client, prepared));
-    futures::future::join_all(futures).await
+    // The transaction's `MULTI` (after an optional `ASKING`): `DISCARD` goes where it went.
+    let multi = commands
+        .iter()
+        .take(2)
+        .find(|prepared| prepared.command.cmd.eq_ignore_ascii_case("MULTI"))
+        .cloned();
+    let mut results = Vec::with_capacity(commands.len());
+    let mut commands = commands.into_iter().peekable();
+    while commands.peek().is_some() {
+        let chunk_start = results.len();
+        let chunk = commands
+            .by_ref()
+            .take(PIPELINE_CHUNK)
+            .map(|prepared| send_one(client, prepared));
+        results.extend(futures::future::join_all(chunk).await);
+        let failed = results[chunk_start..].iter().find_map(|r| r.as_ref().err());
+        if let Some(error) = failed.cloned() {
+            let unsent = || {
+                let text = format!("not sent: an earlier command failed: {}", error.details());
+                Err(FredError::new(error.kind().clone(), text))
+            };
+            results.extend(commands.by_ref().map(|_| unsent()));
+        }
+    }
+    if let Some(multi) = multi {
+        // `EXEC` answered (whatever the answer): the connection left `MULTI`.
+        if !matches!(results.last(), Some(Ok(_))) {
+            close_transaction(client, multi).await;
+        }
+    }
+    results
+}
+
+/// Ends a transaction whose `EXEC` got no answer with `DISCARD`, routed as its
+/// `MULTI` was (after an `EXEC` that Redis got, `DISCARD` only gets an error
+/// reply). No answer to it either is no harm: on a closed connection Redis dropped
+/// the transaction, and on a slow one `DISCARD` is ahead of anything sent later.
+async fn close_transaction<C: ClientLike>(client: &C, multi: Prepared) {
+    let mut discard = multi;
+    discard.command.cmd = "DISCARD".into();
+    discard.args = Vec::new();
+    if let Err(error) = send_one(client, discard).await {
+        tracing::debug!(%error, "DISCARD after a failed transaction got no answer");
+    }
 }

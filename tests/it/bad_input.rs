@@ -493,6 +493,62 @@ async fn ten_thousand_command_pipeline() {
     }
 }
 
+/// A transaction longer than fred's command buffer (65,536) runs whole, and one
+/// whose request times out half-way is finished all the same: neither leaves its
+/// connection inside `MULTI`. Before, commands past the buffer were refused, `EXEC`
+/// was never sent, and the connection's next transaction (here, with one
+/// connection, the very next) ran the left-over queue and got its replies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn huge_transactions_run_whole_and_leave_their_connection_clean() {
+    let redis = RedisServer::start();
+    let mut config = crate::harness::test_config(&redis.url());
+    config.transaction_connections = 1;
+    let gateway = Gateway::start_with(config.clone()).await;
+    let count = 70_000;
+    let incr = |key: &str| Value::Array(vec![json!(["INCR", key]); count]).to_string();
+    let (status, body) = gateway.post("/multi-exec", incr("tx:whole")).await;
+    assert_eq!(status, 200, "{body}");
+    let items = body.as_array().expect("array");
+    assert_eq!(items.len(), count);
+    assert_eq!(items[count - 1], json!({"result": count}));
+
+    // A request timeout while the commands are still being handed over (2.5 s of
+    // them in a debug build), or after: the transaction runs whole either way.
+    config.request_timeout = std::time::Duration::from_millis(700);
+    let hurried = Gateway::start_with(config).await;
+    let (status, body) = hurried.post("/multi-exec", incr("tx:hurried")).await;
+    assert!(matches!(status, 200 | 408), "{status} {body}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while redis.cli(&["GET", "tx:hurried"]) != count.to_string() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the transaction did not finish"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    for gateway in [&gateway, &hurried] {
+        assert_eq!(
+            gateway
+                .post(
+                    "/multi-exec",
+                    json!([["SET", "tx:next", "v"], ["GET", "tx:next"]]).to_string()
+                )
+                .await,
+            (200, json!([{"result": "OK"}, {"result": "v"}]))
+        );
+    }
+    let in_multi: Vec<String> = redis
+        .cli(&["CLIENT", "LIST"])
+        .lines()
+        .filter(|line| !line.contains(" multi=-1 "))
+        .map(String::from)
+        .collect();
+    assert!(
+        in_multi.is_empty(),
+        "connections inside MULTI: {in_multi:?}"
+    );
+}
+
 /// Redis echoes the arguments of unknown commands in its error text; bytes that are
 /// not UTF-8 there used to wedge the shared connection (found by schemathesis).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
