@@ -278,12 +278,17 @@ impl FromRequest<AppState> for RawBody {
 }
 
 /// Reads a whole request body of at most `limit` bytes. A body that arrives in
-/// one piece (the usual case) is returned as it is, without a copy.
+/// one piece (the usual case) is returned as it is, without a copy. A declared
+/// `Content-Length` over the limit is refused before any of it is read (so a
+/// client that sent `Expect: 100-continue` gets the 413 instead of `100 Continue`).
 pub async fn read_body<B>(body: B, limit: usize) -> Result<Bytes, ApiError>
 where
     B: HttpBody<Data = Bytes>,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
+    if body.size_hint().lower() > limit as u64 {
+        return Err(ApiError::PayloadTooLarge);
+    }
     let mut body = std::pin::pin!(Limited::new(body, limit));
     let mut first: Option<Bytes> = None;
     let mut joined: Option<BytesMut> = None;

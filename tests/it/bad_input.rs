@@ -647,6 +647,45 @@ async fn try_send_chunked(
     read_answer(stream).await
 }
 
+/// A `Content-Length` over the body limit is refused before the body is read: a
+/// client that sent `Expect: 100-continue` (curl does, past 1 MB) gets the 413
+/// instead of `100 Continue`, and sends nothing. Before, it got `100 Continue` and
+/// the 413 only after sending the limit's worth.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_declared_length_over_the_limit_is_refused_up_front() {
+    use tokio::io::AsyncWriteExt;
+    let redis = RedisServer::start();
+    let gateway = Gateway::start(&redis).await;
+    let address = gateway.url.trim_start_matches("http://").to_string();
+    for path in [
+        "/",
+        "/pipeline",
+        "/multi-exec",
+        "/set/declared",
+        "/cache/ns/k",
+    ] {
+        let method = if path.starts_with("/cache") {
+            "PUT"
+        } else {
+            "POST"
+        };
+        let mut stream = tokio::net::TcpStream::connect(&address)
+            .await
+            .expect("connect");
+        let head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer {TOKEN}\r\n\
+             Content-Length: 99999999\r\nExpect: 100-continue\r\n\r\n"
+        );
+        stream.write_all(head.as_bytes()).await.expect("write");
+        let (status, body) = read_answer(stream).await.expect("an answer");
+        assert_eq!(
+            (status, body),
+            (413, json!({"error": "ERR max request size exceeded"})),
+            "{method} {path}"
+        );
+    }
+}
+
 /// Requests hyper refuses before restash sees them (a URL over 64 KiB, too many
 /// headers, a malformed header or request line) are answered in the JSON error shape
 /// too. hyper as published sends these with an empty body, which the SDKs fail to
