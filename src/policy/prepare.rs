@@ -508,7 +508,7 @@ fn clamp_blocking_timeout(name: &str, args: &mut [Bytes], max: Duration) -> Opti
     let arg = args.get_mut(index)?;
     let text = std::str::from_utf8(arg).ok();
     let requested = if in_seconds {
-        text.and_then(|t| t.trim().parse::<f64>().ok())
+        text.and_then(seconds_as_redis_reads_them)
             .filter(|s| s.is_finite() && *s >= 0.0)
             .map(|s| Duration::from_secs_f64(s.min(max.as_secs_f64() + 1.0)))
     } else {
@@ -528,6 +528,31 @@ fn clamp_blocking_timeout(name: &str, args: &mut [Bytes], max: Duration) -> Opti
         }
         None => Some(max),
     }
+}
+
+/// A timeout in seconds as Redis reads it (`strtold`): decimal, or hexadecimal
+/// (`0x10` is 16 s). A hexadecimal fraction or exponent (`0x1.8p3`) is read as
+/// longer than any cap, so that it is capped rather than let through.
+fn seconds_as_redis_reads_them(text: &str) -> Option<f64> {
+    let text = text.trim();
+    if let Ok(seconds) = text.parse::<f64>() {
+        return Some(seconds);
+    }
+    let (sign, unsigned) = match text.strip_prefix('-') {
+        Some(rest) => (-1.0, rest),
+        None => (1.0, text.strip_prefix('+').unwrap_or(text)),
+    };
+    let hex = unsigned
+        .strip_prefix("0x")
+        .or_else(|| unsigned.strip_prefix("0X"))?;
+    if let Ok(value) = u64::from_str_radix(hex, 16) {
+        return Some(sign * value as f64);
+    }
+    let hex_float = hex.bytes().any(|b| b.is_ascii_hexdigit())
+        && hex
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() || matches!(b, b'.' | b'p' | b'P' | b'+' | b'-'));
+    hex_float.then_some(sign * f64::MAX)
 }
 
 /// Drops every `BLOCK <ms>` from XREAD/XREADGROUP options.
@@ -700,6 +725,13 @@ mod tests {
         assert_eq!((args[5].as_str(), wait), ("2500", Some(max)));
         // Unreadable timeouts go to Redis unchanged (it refuses them at once).
         assert_eq!(run(&["BLPOP", "a", "soon"]).0[2], "soon");
+        assert_eq!(run(&["BLPOP", "a", "0x"]).0[2], "0x");
+        assert_eq!(run(&["BLPOP", "a", "-0x10"]).0[2], "-0x10");
+        // Hexadecimal, which Redis reads too (0x10 is 16 s): capped like decimal.
+        assert_eq!(run(&["BLPOP", "a", "0x10"]).0[2], "2.500");
+        assert_eq!(run(&["BLPOP", "a", "0x1"]).1, Some(Duration::from_secs(1)));
+        assert_eq!(run(&["BLPOP", "a", "0X1.8p3"]).0[2], "2.500");
+        assert_eq!(run(&["BLPOP", "a", "0xffffffffffffffffff"]).0[2], "2.500");
         // Not blocking: the usual path.
         assert_eq!(run(&["XREAD", "STREAMS", "s", "0"]).1, None);
         assert_eq!(run(&["GET", "k"]).1, None);
