@@ -102,6 +102,9 @@ pub async fn dispatch(
                 .map_err(unavailable)?;
             Ok(removed_json(u64::from(removed)))
         }
+        (Target::Item(_, key), _) if &key[..] == b"invalidate" => {
+            Ok(method_not_allowed("GET, HEAD, PUT, DELETE, POST"))
+        }
         (Target::Item(..), _) => Ok(method_not_allowed("GET, HEAD, PUT, DELETE")),
     }
 }

@@ -507,6 +507,16 @@ async fn check_contract(gw: &Gateway, max_body_bytes: usize) {
             "{method} {path}: {answer:?}"
         );
     }
+    // `Allow` names what the path takes: POST only where it invalidates.
+    for (name, allow) in [
+        ("k", "GET, HEAD, PUT, DELETE"),
+        ("invalidate", "GET, HEAD, PUT, DELETE, POST"),
+    ] {
+        let answer = c
+            .send(Method::PATCH, &c.path(name), Some(TOKEN), &[], "")
+            .await;
+        assert_eq!((answer.status, answer.header("allow")), (405, Some(allow)));
+    }
     let bad_lease = c
         .put_with("k?ttl=5", &[("x-cache-lease", "forged")], "v")
         .await;
