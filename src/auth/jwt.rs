@@ -321,6 +321,12 @@ impl JwtVerifier {
     /// Verifies `token` and returns its scope.
     pub fn verify(&self, token: &str, revoked: &HashSet<String>) -> Result<Scope, JwtRefusal> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| JwtRefusal::Invalid)?;
+        // RFC 7515 section 4.1.11: a token naming critical extensions must be refused by
+        // a verifier that does not implement them, and restash implements none (a
+        // `"crit":["b64"]` token, say, signs its payload unencoded).
+        if header.crit.is_some() {
+            return Err(JwtRefusal::Invalid);
+        }
         let candidates: Vec<&DecodingKey> = match header.alg {
             Algorithm::HS256 => self.secret.iter().collect(),
             Algorithm::RS256 | Algorithm::ES256 | Algorithm::EdDSA => self
@@ -671,6 +677,18 @@ mod tests {
             v.verify("not.a.jwt", &HashSet::new()),
             Err(JwtRefusal::Invalid)
         );
+        // Critical header extensions: none is implemented, so any is refused.
+        for crit in [vec!["b64".to_string()], vec!["exp".to_string()], Vec::new()] {
+            let mut header = Header::new(Algorithm::HS256);
+            header.crit = Some(crit.clone());
+            let key = EncodingKey::from_secret(SECRET.as_bytes());
+            let token = encode(&header, &good, &key).unwrap();
+            assert_eq!(
+                v.verify(&token, &HashSet::new()),
+                Err(JwtRefusal::Invalid),
+                "crit {crit:?}"
+            );
+        }
     }
 
     #[test]
