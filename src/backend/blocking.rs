@@ -318,24 +318,26 @@ impl Pool {
     ) -> Result<Frame, FredError> {
         let connect_timeout = self.settings.connect_timeout;
         let node = ask::connect_node(&self.builder, host, port, connect_timeout).await?;
-        let options = Options {
+        // The command may block for `timeout`; what comes before it may not.
+        let options = |timeout| Options {
             max_attempts: Some(1),
             fail_fast: true,
             timeout: Some(timeout),
             ..Options::default()
         };
         let result = async {
-            let client = node.with_options(&options);
-            let id = client_id(&client).await?;
+            let setup = node.with_options(&options(self.settings.reply_margin));
+            let id = client_id(&setup).await?;
             let asking = CustomCommand::new_static("ASKING", ClusterHash::Random, false);
             if let Some(text) =
-                reply::error_text(&client.custom_raw(asking, Vec::<Value>::new()).await?)
+                reply::error_text(&setup.custom_raw(asking, Vec::<Value>::new()).await?)
             {
                 return Err(FredError::new(
                     ErrorKind::Routing,
                     format!("ASKING refused by {host}:{port}: {text}"),
                 ));
             }
+            let client = node.with_options(&options(timeout));
             let reply = client.custom_raw(command.clone(), values.to_vec());
             self.wait_or_release(reply, caller, self.unblock_on(host, port, id))
                 .await
@@ -354,8 +356,18 @@ impl Pool {
         caller: &mut Reply,
         release: impl Future<Output = ()>,
     ) -> Result<Frame, FredError> {
+        // Gone while the connection was being set up: the command is not sent.
+        if caller.is_closed() || self.shutdown.is_cancelled() {
+            return Err(FredError::new(
+                ErrorKind::Canceled,
+                "the blocking command was abandoned before it was sent",
+            ));
+        }
         tokio::pin!(reply);
         let early = tokio::select! {
+            // The reply first: its first poll sends the command, so that a release
+            // that follows finds it (or it is already answered).
+            biased;
             result = &mut reply => Some(result),
             _ = caller.closed() => None,
             _ = self.shutdown.cancelled() => None,

@@ -410,12 +410,12 @@ impl Backend {
             Target::Slot(slot) => Some(slot),
             _ => None,
         };
-        let (caller, outcome) = tokio::sync::oneshot::channel();
+        let (mut caller, outcome) = tokio::sync::oneshot::channel();
         tokio::spawn(async move {
-            let client = transactions.acquire().await;
-            if caller.is_closed() {
-                return;
-            }
+            let client = tokio::select! {
+                client = transactions.acquire() => client,
+                () = caller.closed() => return,
+            };
             let _lease = crate::metrics::PoolLease::start("transactions");
             let _ = caller.send(run_transaction(&client, asks.as_deref(), batch, slot).await);
         });
@@ -549,7 +549,7 @@ async fn run_transaction(
         };
         let results = match followed {
             Some(results) => results,
-            None => send_in_order(client, batch.clone()).await,
+            None => send_in_order(client, pinned_to_one_node(client, &batch)).await,
         };
         if !results.iter().any(ask::is_redirected) {
             return Ok(results);
@@ -560,6 +560,28 @@ async fn run_transaction(
         crate::metrics::record_redirect("retried");
         tries += 1;
     }
+}
+
+/// `batch` with every command pinned to the node its first one (`MULTI`) goes to
+/// by `client`'s slot map now, on a cluster: `MULTI`, the commands, `EXEC` or
+/// `DISCARD` must all reach one node, and fred reads the slot map again, after a
+/// `MOVED`, while they are on their way.
+fn pinned_to_one_node(client: &Client, batch: &[Prepared]) -> Vec<Prepared> {
+    let mut batch = batch.to_vec();
+    let node = client.cached_cluster_state().and_then(|state| {
+        let first = batch.first()?;
+        match (&first.options.cluster_node, &first.command.cluster_hash) {
+            (Some(node), _) => Some(node.clone()),
+            (None, ClusterHash::Custom(slot)) => state.get_server(*slot).cloned(),
+            (None, _) => state.random_node().cloned(),
+        }
+    });
+    if let Some(node) = node {
+        for prepared in &mut batch {
+            prepared.options.cluster_node = Some(node.clone());
+        }
+    }
+    batch
 }
 
 /// How many times a command the cluster redirected (`MOVED`, `ASK`) is sent again.
@@ -640,65 +662,79 @@ async fn send_in_order_following_redirects<C: ClientLike>(
     futures::future::join_all(futures).await
 }
 
-/// Hands commands to fred in order, [`PIPELINE_CHUNK`] at a time: every command
-/// of a chunk before awaiting any of its replies (each `custom_raw` enqueues its
-/// command synchronously on its first poll, and `join_all` polls in order). fred's
-/// command future is about 8 KB: a transaction of 65,000 commands handed over at
-/// once took half a gigabyte.
+/// Hands commands to fred in order, in chunks: every command of a chunk before
+/// awaiting any of its replies (each `custom_raw` enqueues its command synchronously
+/// on its first poll, and `join_all` polls in order). A chunk holds at most
+/// [`PIPELINE_CHUNK`] commands and less than half of fred's command buffer, which
+/// refuses at once what does not fit. fred's command future is about 8 KB: a
+/// transaction of 65,000 commands handed over at once took a gigabyte.
 ///
 /// Callers hold the connection for the whole batch (a transaction's, or `ASKING`
 /// and what follows it), so chunks change nothing Redis sees. When fred fails a
-/// command of a chunk (no reply from Redis: redirected, timed out, disconnected,
-/// buffer full), the chunks after it are not sent and their commands get that
-/// error; when the batch opened a transaction, it is closed (see
-/// [`close_transaction`]), so that Redis runs no part of it and the connection's
-/// next user does not find it inside `MULTI`.
+/// command (no reply from Redis: redirected, timed out, disconnected, refused),
+/// nothing after its chunk is sent; those commands get that error.
+///
+/// A transaction (`MULTI` first, after an optional `ASKING`) ends with its `EXEC`
+/// sent on its own, once every command before it has its reply (`QUEUED`, or a
+/// queue-time error reply, which makes Redis discard it): Redis never runs a
+/// transaction with a command missing. Otherwise `DISCARD` is sent in its place,
+/// so that the connection's next user does not find it inside `MULTI`.
 async fn send_in_order<C: ClientLike>(
     client: &C,
-    commands: Vec<Prepared>,
+    mut commands: Vec<Prepared>,
 ) -> Vec<Result<Frame, FredError>> {
-    // The transaction's `MULTI` (after an optional `ASKING`): `DISCARD` goes where it went.
-    let multi = commands
+    let chunk_size = PIPELINE_CHUNK
+        .min(client.connection_config().max_command_buffer_len / 2)
+        .max(1);
+    let opens_transaction = commands
         .iter()
         .take(2)
-        .find(|prepared| prepared.command.cmd.eq_ignore_ascii_case("MULTI"))
-        .cloned();
-    let mut results = Vec::with_capacity(commands.len());
+        .any(|prepared| prepared.command.cmd.eq_ignore_ascii_case("MULTI"));
+    let exec = if opens_transaction {
+        commands.pop()
+    } else {
+        None
+    };
+    let mut results = Vec::with_capacity(commands.len() + 1);
+    let mut failed = None;
     let mut commands = commands.into_iter().peekable();
     while commands.peek().is_some() {
         let chunk_start = results.len();
         let chunk = commands
             .by_ref()
-            .take(PIPELINE_CHUNK)
+            .take(chunk_size)
             .map(|prepared| send_one(client, prepared));
         results.extend(futures::future::join_all(chunk).await);
-        let failed = results[chunk_start..].iter().find_map(|r| r.as_ref().err());
-        if let Some(error) = failed.cloned() {
-            let unsent = || {
-                let text = format!("not sent: an earlier command failed: {}", error.details());
-                Err(FredError::new(error.kind().clone(), text))
-            };
-            results.extend(commands.by_ref().map(|_| unsent()));
+        failed = results[chunk_start..]
+            .iter()
+            .find_map(|r| r.as_ref().err())
+            .cloned();
+        if failed.is_some() {
+            break;
         }
     }
-    if let Some(multi) = multi {
-        // `EXEC` answered (whatever the answer): the connection left `MULTI`.
-        if !matches!(results.last(), Some(Ok(_))) {
-            close_transaction(client, multi).await;
+    let unsent = |error: &FredError| {
+        let text = format!("not sent: an earlier command failed: {}", error.details());
+        Err(FredError::new(error.kind().clone(), text))
+    };
+    if let Some(error) = &failed {
+        results.extend(commands.map(|_| unsent(error)));
+    }
+    let Some(exec) = exec else {
+        return results;
+    };
+    match &failed {
+        None => results.push(send_one(client, exec).await),
+        Some(error) => {
+            let mut discard = exec;
+            discard.command.cmd = "DISCARD".into();
+            if let Err(error) = send_one(client, discard).await {
+                // On a closed connection Redis dropped the transaction; on a slow
+                // one, DISCARD is ahead of anything sent later.
+                tracing::debug!(%error, "DISCARD after a failed transaction got no answer");
+            }
+            results.push(unsent(error));
         }
     }
     results
-}
-
-/// Ends a transaction whose `EXEC` got no answer with `DISCARD`, routed as its
-/// `MULTI` was (after an `EXEC` that Redis got, `DISCARD` only gets an error
-/// reply). No answer to it either is no harm: on a closed connection Redis dropped
-/// the transaction, and on a slow one `DISCARD` is ahead of anything sent later.
-async fn close_transaction<C: ClientLike>(client: &C, multi: Prepared) {
-    let mut discard = multi;
-    discard.command.cmd = "DISCARD".into();
-    discard.args = Vec::new();
-    if let Err(error) = send_one(client, discard).await {
-        tracing::debug!(%error, "DISCARD after a failed transaction got no answer");
-    }
 }

@@ -531,8 +531,8 @@ fn clamp_blocking_timeout(name: &str, args: &mut [Bytes], max: Duration) -> Opti
 }
 
 /// A timeout in seconds as Redis reads it (`strtold`): decimal, or hexadecimal
-/// (`0x10` is 16 s). A hexadecimal fraction or exponent (`0x1.8p3`) is read as
-/// longer than any cap, so that it is capped rather than let through.
+/// (`0x10` is 16 s, `0x.8` half a second, `0x1p-2` a quarter); `None` for what
+/// neither reads (Redis refuses it at once).
 fn seconds_as_redis_reads_them(text: &str) -> Option<f64> {
     let text = text.trim();
     if let Ok(seconds) = text.parse::<f64>() {
@@ -545,14 +545,24 @@ fn seconds_as_redis_reads_them(text: &str) -> Option<f64> {
     let hex = unsigned
         .strip_prefix("0x")
         .or_else(|| unsigned.strip_prefix("0X"))?;
-    if let Ok(value) = u64::from_str_radix(hex, 16) {
-        return Some(sign * value as f64);
+    let (mantissa, exponent) = match hex.split_once(['p', 'P']) {
+        Some((mantissa, exponent)) => (mantissa, Some(exponent.parse::<i32>().ok()?)),
+        None => (hex, None),
+    };
+    let (whole, fraction) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    if whole.is_empty() && fraction.is_empty() {
+        return None;
     }
-    let hex_float = hex.bytes().any(|b| b.is_ascii_hexdigit())
-        && hex
-            .bytes()
-            .all(|b| b.is_ascii_hexdigit() || matches!(b, b'.' | b'p' | b'P' | b'+' | b'-'));
-    hex_float.then_some(sign * f64::MAX)
+    let mut value = 0.0;
+    for digit in whole.chars() {
+        value = value * 16.0 + f64::from(digit.to_digit(16)?);
+    }
+    let mut scale = 1.0 / 16.0;
+    for digit in fraction.chars() {
+        value += f64::from(digit.to_digit(16)?) * scale;
+        scale /= 16.0;
+    }
+    Some(sign * value * 2f64.powi(exponent.unwrap_or(0)))
 }
 
 /// Drops every `BLOCK <ms>` from XREAD/XREADGROUP options.
@@ -732,6 +742,18 @@ mod tests {
         assert_eq!(run(&["BLPOP", "a", "0x1"]).1, Some(Duration::from_secs(1)));
         assert_eq!(run(&["BLPOP", "a", "0X1.8p3"]).0[2], "2.500");
         assert_eq!(run(&["BLPOP", "a", "0xffffffffffffffffff"]).0[2], "2.500");
+        assert_eq!(
+            run(&["BLPOP", "a", "0x.8"]).1,
+            Some(Duration::from_millis(500))
+        );
+        assert_eq!(
+            run(&["BLPOP", "a", "0x1p-2"]).1,
+            Some(Duration::from_millis(250))
+        );
+        // Not hexadecimal numbers either: unchanged, for Redis to refuse.
+        for odd in ["0x1p", "0x1-", "0x.", "0xg", "0x1.2.3"] {
+            assert_eq!(run(&["BLPOP", "a", odd]).0[2], odd);
+        }
         // Not blocking: the usual path.
         assert_eq!(run(&["XREAD", "STREAMS", "s", "0"]).1, None);
         assert_eq!(run(&["GET", "k"]).1, None);

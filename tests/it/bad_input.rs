@@ -549,6 +549,46 @@ async fn huge_transactions_run_whole_and_leave_their_connection_clean() {
     );
 }
 
+/// A transaction whose commands get no reply in time (Redis paused) runs nothing:
+/// `EXEC` is sent only once every command before it is queued, `DISCARD` in its
+/// place otherwise, and nothing after the chunk that failed. A command buffer
+/// smaller than a transaction does not stop it (it goes in chunks of less than
+/// half the buffer).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_that_fails_half_way_runs_nothing() {
+    let redis = RedisServer::start();
+    let mut config = crate::harness::test_config(&redis.url());
+    config.transaction_connections = 1;
+    config.command_timeout = Duration::from_millis(500);
+    config.command_buffer = 100;
+    let gateway = Gateway::start_with(config).await;
+    let incr = |key: &str| Value::Array(vec![json!(["INCR", key]); 500]).to_string();
+    let (status, body) = gateway.post("/multi-exec", incr("tx:chunked")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body[499], json!({"result": 500}));
+
+    // Many chunks, or one: either way the first times out, and Redis, once the pause
+    // is over, gets `MULTI`, that chunk and `DISCARD`.
+    for (key, count) in [("tx:paused", 500), ("tx:paused-short", 10)] {
+        assert_eq!(redis.cli(&["CLIENT", "PAUSE", "1500", "ALL"]), "OK");
+        let batch = Value::Array(vec![json!(["INCR", key]); count]).to_string();
+        let (status, body) = gateway.post("/multi-exec", batch).await;
+        assert_eq!(status, 504, "{body}");
+        // Answered once the pause is over.
+        assert_eq!(redis.cli(&["EXISTS", key]), "0", "{key}: it ran");
+    }
+    assert_eq!(
+        gateway
+            .post(
+                "/multi-exec",
+                json!([["SET", "tx:after", "v"], ["GET", "tx:after"]]).to_string()
+            )
+            .await,
+        (200, json!([{"result": "OK"}, {"result": "v"}]))
+    );
+    assert_eq!(redis.cli(&["EXISTS", "tx:paused", "tx:paused-short"]), "0");
+}
+
 /// Redis echoes the arguments of unknown commands in its error text; bytes that are
 /// not UTF-8 there used to wedge the shared connection (found by schemathesis).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1025,6 +1025,7 @@ async fn blocking_commands_follow_ask_while_a_slot_is_migrated() {
     let cluster = tokio::task::block_in_place(|| RedisCluster::start(3, 0));
     let mut config = crate::harness::test_config(&cluster.url());
     config.blocking = true;
+    config.blocking_max = std::time::Duration::from_secs(30);
     let gw = Gateway::start_with(config).await;
     let key = format!("{{{}blocking-ask}}queue", prefix());
     let slot = restash::routing::key_slot(key.as_bytes());
@@ -1068,13 +1069,14 @@ async fn blocking_commands_follow_ask_while_a_slot_is_migrated() {
     assert_eq!(pushed, (200, json!({"result": 1})));
     assert_eq!(popped, (200, json!({"result": [key, "job"]})));
 
-    // A caller that gives up: its BLPOP is released on the importing node.
+    // A caller that gives up: its BLPOP (of 30 s) is released on the importing node
+    // at once.
     let abandoned = gw
         .http
         .post(gw.at("/"))
         .bearer_auth(crate::harness::TOKEN)
         .timeout(std::time::Duration::from_millis(700))
-        .body(json!(["BLPOP", key, 5]).to_string())
+        .body(json!(["BLPOP", key, 30]).to_string())
         .send();
     let (abandoned, ()) = tokio::join!(abandoned, wait_for_blocked(1));
     assert!(abandoned.is_err(), "the caller gave up");
