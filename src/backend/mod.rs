@@ -171,6 +171,8 @@ pub struct Backend {
     mux: Option<Arc<Mux>>,
     /// Connections to importing nodes for `ASK` redirects (clusters only).
     asks: Option<Arc<AskFollower>>,
+    /// Most commands handed to fred at once (see [`chunk_size`]).
+    chunk_size: usize,
 }
 
 impl Backend {
@@ -250,6 +252,7 @@ impl Backend {
             read_from_replicas: settings.read_from_replicas,
             mux,
             asks,
+            chunk_size: chunk_size_for(settings.command_buffer),
         })
     }
 
@@ -401,28 +404,36 @@ impl Backend {
         batch.push(self.to_custom(vec![Bytes::from_static(b"MULTI")], &target));
         batch.extend(commands.into_iter().map(|c| self.to_custom(c, &target)));
         batch.push(self.to_custom(vec![Bytes::from_static(b"EXEC")], &target));
-        // On a task of its own: stopped half-way (its request timed out, its caller
-        // went away), a transaction would leave its connection inside `MULTI`. One
-        // whose caller is gone before it starts is not started.
-        let transactions = self.transactions.clone();
         let asks = self.asks.clone();
         let slot = match target {
             Target::Slot(slot) => Some(slot),
             _ => None,
         };
-        let (mut caller, outcome) = tokio::sync::oneshot::channel();
-        tokio::spawn(async move {
-            let client = tokio::select! {
-                client = transactions.acquire() => client,
-                () = caller.closed() => return,
-            };
+        let results = if batch.len() <= self.chunk_size {
+            // One chunk is handed to fred whole on its first poll: a caller that goes
+            // away cannot stop it half-way.
+            let client = self.transactions.acquire().await;
             let _lease = crate::metrics::PoolLease::start("transactions");
-            let _ = caller.send(run_transaction(&client, asks.as_deref(), batch, slot).await);
-        });
-        let results = outcome
-            .await
-            .map_err(|_| BackendError::Unavailable("the transaction was not run".into()))?
-            .map_err(|error| self.map_error(error))?;
+            run_transaction(&client, asks.as_deref(), batch, slot).await
+        } else {
+            // On a task of its own: stopped between chunks (its request timed out, its
+            // caller went away), it would leave its connection inside `MULTI`. One
+            // whose caller is gone before it starts is not started.
+            let transactions = self.transactions.clone();
+            let (mut caller, outcome) = tokio::sync::oneshot::channel();
+            tokio::spawn(async move {
+                let client = tokio::select! {
+                    client = transactions.acquire() => client,
+                    () = caller.closed() => return,
+                };
+                let _lease = crate::metrics::PoolLease::start("transactions");
+                let _ = caller.send(run_transaction(&client, asks.as_deref(), batch, slot).await);
+            });
+            outcome
+                .await
+                .map_err(|_| BackendError::Unavailable("the transaction was not run".into()))?
+        }
+        .map_err(|error| self.map_error(error))?;
         let mut frames = Vec::with_capacity(results.len());
         for result in results {
             frames.push(result.map_err(|e| self.map_error(e))?);
@@ -562,6 +573,17 @@ async fn run_transaction(
     }
 }
 
+/// Most commands handed to `client` at once: [`PIPELINE_CHUNK`], and less than half
+/// of its command buffer, which refuses at once what does not fit.
+fn chunk_size<C: ClientLike>(client: &C) -> usize {
+    chunk_size_for(client.connection_config().max_command_buffer_len)
+}
+
+/// [`chunk_size`] for a command buffer of `command_buffer`.
+fn chunk_size_for(command_buffer: usize) -> usize {
+    PIPELINE_CHUNK.min(command_buffer / 2).max(1)
+}
+
 /// `batch` with every command pinned to the node its first one (`MULTI`) goes to
 /// by `client`'s slot map now, on a cluster: `MULTI`, the commands, `EXEC` or
 /// `DISCARD` must all reach one node, and fred reads the slot map again, after a
@@ -674,23 +696,25 @@ async fn send_in_order_following_redirects<C: ClientLike>(
 /// command (no reply from Redis: redirected, timed out, disconnected, refused),
 /// nothing after its chunk is sent; those commands get that error.
 ///
-/// A transaction (`MULTI` first, after an optional `ASKING`) ends with its `EXEC`
-/// sent on its own, once every command before it has its reply (`QUEUED`, or a
-/// queue-time error reply, which makes Redis discard it): Redis never runs a
-/// transaction with a command missing. Otherwise `DISCARD` is sent in its place,
-/// so that the connection's next user does not find it inside `MULTI`.
+/// A transaction (`MULTI` first, after an optional `ASKING`) longer than a chunk
+/// ends with its `EXEC` sent on its own, once every command before it has its reply
+/// (`QUEUED`, or a queue-time error reply, which makes Redis discard it): Redis
+/// never runs a transaction with a command missing. Otherwise `DISCARD` is sent in
+/// its place, so that the connection's next user does not find it inside `MULTI`.
+/// A transaction of one chunk goes whole, in one round trip.
 async fn send_in_order<C: ClientLike>(
     client: &C,
     mut commands: Vec<Prepared>,
 ) -> Vec<Result<Frame, FredError>> {
-    let chunk_size = PIPELINE_CHUNK
-        .min(client.connection_config().max_command_buffer_len / 2)
-        .max(1);
+    let chunk_size = chunk_size(client);
     let opens_transaction = commands
         .iter()
         .take(2)
         .any(|prepared| prepared.command.cmd.eq_ignore_ascii_case("MULTI"));
-    let exec = if opens_transaction {
+    // A transaction of one chunk goes whole, `EXEC` included: what fails in it
+    // (a timeout, a dropped connection) fails `EXEC` too, and a redirected command
+    // makes Redis discard it.
+    let exec = if opens_transaction && commands.len() > chunk_size {
         commands.pop()
     } else {
         None
