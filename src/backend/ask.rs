@@ -88,23 +88,62 @@ pub(crate) struct AskFollower {
     /// connection replaces the server.
     builder: Builder,
     connect_timeout: Duration,
-    /// One connection per importing node (`host:port`), used by one pair at a time.
-    nodes: SyncMutex<HashMap<String, Arc<Mutex<NodeLink>>>>,
+    /// One connection per importing node (`host:port`), opened on first need and
+    /// used by one pair at a time (fred reconnects it when it drops).
+    nodes: SyncMutex<HashMap<String, Arc<Mutex<Option<Client>>>>>,
+    /// Importing nodes that could not be reached lately.
+    unreachable: Unreachable,
     /// Slots being migrated: where to, and when that was read.
     targets: SyncMutex<HashMap<u16, Remembered>>,
 }
 
-/// restash's own connection to one importing node.
+/// Importing nodes restash could not reach lately (no connection, or one that
+/// stopped answering): for [`RETRY_CONNECT_AFTER`], commands for them fail at once
+/// with that reason instead of each waiting out a timeout again.
 #[derive(Default)]
-enum NodeLink {
-    /// Not opened yet.
-    #[default]
-    Unopened,
-    /// Connected (fred reconnects it when it drops).
-    Open(Client),
-    /// The last attempt to connect failed `at`, or the connection stopped answering
-    /// then, for `reason`; not tried again before [`RETRY_CONNECT_AFTER`].
-    Failed { at: Instant, reason: String },
+pub(crate) struct Unreachable(SyncMutex<HashMap<String, (Instant, String)>>);
+
+impl Unreachable {
+    /// A connection of its own to `host:port` (see [`connect_node`]), unless the
+    /// node failed lately; a failure to connect is remembered.
+    pub(crate) async fn connect(
+        &self,
+        builder: &Builder,
+        host: &str,
+        port: u16,
+        connect_timeout: Duration,
+    ) -> Result<Client, FredError> {
+        self.check(host, port)?;
+        connect_node(builder, host, port, connect_timeout)
+            .await
+            .inspect_err(|error| {
+                tracing::warn!(%host, port, %error, "no connection to the node a slot is being migrated to");
+                self.record(host, port, error.details().to_string());
+            })
+    }
+
+    /// The failure of `host:port` as an error, if it is recent.
+    fn check(&self, host: &str, port: u16) -> Result<(), FredError> {
+        let failed = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        match failed.get(&format!("{host}:{port}")) {
+            Some((at, reason)) if at.elapsed() < RETRY_CONNECT_AFTER => Err(FredError::new(
+                ErrorKind::IO,
+                format!(
+                    "{reason} ({} ms ago; tried again after {} ms)",
+                    at.elapsed().as_millis(),
+                    RETRY_CONNECT_AFTER.as_millis()
+                ),
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// Remembers that `host:port` failed, for `reason`.
+    pub(crate) fn record(&self, host: &str, port: u16, reason: String) {
+        let mut failed = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        failed.retain(|_, (at, _)| at.elapsed() < RETRY_CONNECT_AFTER);
+        failed.insert(format!("{host}:{port}"), (Instant::now(), reason));
+    }
 }
 
 /// The importing node of a slot, `(host, port)`, and when the owner named it.
@@ -121,6 +160,7 @@ impl AskFollower {
             builder: builder.clone(),
             connect_timeout,
             nodes: SyncMutex::new(HashMap::new()),
+            unreachable: Unreachable::default(),
             targets: SyncMutex::new(HashMap::new()),
         })
     }
@@ -205,10 +245,9 @@ impl AskFollower {
             if matches!(error.kind(), ErrorKind::Timeout | ErrorKind::IO) {
                 // A node that stopped answering: a new connection, but not at once.
                 tracing::warn!(%host, port, %error, "the node a slot is being migrated to stopped answering");
-                *link = NodeLink::Failed {
-                    at: Instant::now(),
-                    reason: format!("{host}:{port} stopped answering: {}", error.details()),
-                };
+                let reason = format!("{host}:{port} stopped answering: {}", error.details());
+                self.unreachable.record(host, port, reason);
+                *link = None;
                 tokio::spawn(async move {
                     let _ = client.quit().await;
                 });
@@ -228,45 +267,23 @@ impl AskFollower {
         }
     }
 
-    /// The connection of `link` (to `host:port`), opened if need be; a failed
-    /// attempt is reported again, without a new one, for [`RETRY_CONNECT_AFTER`].
+    /// The connection of `link` (to `host:port`), opened if need be (see
+    /// [`Unreachable::connect`]).
     async fn client_for(
         &self,
-        link: &mut NodeLink,
+        link: &mut Option<Client>,
         host: &str,
         port: u16,
     ) -> Result<Client, FredError> {
-        match &*link {
-            NodeLink::Open(client) => Ok(client.clone()),
-            NodeLink::Failed { at, reason } if at.elapsed() < RETRY_CONNECT_AFTER => {
-                Err(FredError::new(
-                    ErrorKind::IO,
-                    format!(
-                        "{reason} ({} ms ago; tried again after {} ms)",
-                        at.elapsed().as_millis(),
-                        RETRY_CONNECT_AFTER.as_millis()
-                    ),
-                ))
-            }
-            NodeLink::Unopened | NodeLink::Failed { .. } => match self.connect(host, port).await {
-                Ok(client) => {
-                    *link = NodeLink::Open(client.clone());
-                    Ok(client)
-                }
-                Err(error) => {
-                    tracing::warn!(%host, port, %error, "no connection to the node a slot is being migrated to");
-                    *link = NodeLink::Failed {
-                        at: Instant::now(),
-                        reason: error.details().to_string(),
-                    };
-                    Err(error)
-                }
-            },
+        if let Some(client) = link {
+            return Ok(client.clone());
         }
-    }
-
-    async fn connect(&self, host: &str, port: u16) -> Result<Client, FredError> {
-        connect_node(&self.builder, host, port, self.connect_timeout).await
+        let client = self
+            .unreachable
+            .connect(&self.builder, host, port, self.connect_timeout)
+            .await?;
+        *link = Some(client.clone());
+        Ok(client)
     }
 
     /// Closes every connection.
@@ -276,7 +293,7 @@ impl AskFollower {
             nodes.values().cloned().collect()
         };
         for node in nodes {
-            if let NodeLink::Open(client) = std::mem::take(&mut *node.lock().await) {
+            if let Some(client) = node.lock().await.take() {
                 let _ = client.quit().await;
             }
         }

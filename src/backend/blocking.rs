@@ -83,6 +83,8 @@ struct Pool {
     permits: Arc<Semaphore>,
     /// Sends `CLIENT UNBLOCK`; opened on first need.
     control: OnceCell<Client>,
+    /// Importing nodes (`ASK`) that could not be reached lately.
+    unreachable: ask::Unreachable,
     settings: BlockingSettings,
     shutdown: CancellationToken,
 }
@@ -109,6 +111,7 @@ impl BlockingPool {
                 slots: (0..count).map(|_| Arc::new(Mutex::new(None))).collect(),
                 permits: Arc::new(Semaphore::new(count)),
                 control: OnceCell::new(),
+                unreachable: ask::Unreachable::default(),
                 settings,
                 shutdown,
             }),
@@ -317,7 +320,10 @@ impl Pool {
         caller: &mut Reply,
     ) -> Result<Frame, FredError> {
         let connect_timeout = self.settings.connect_timeout;
-        let node = ask::connect_node(&self.builder, host, port, connect_timeout).await?;
+        let node = self
+            .unreachable
+            .connect(&self.builder, host, port, connect_timeout)
+            .await?;
         // The command may block for `timeout`; what comes before it may not.
         let options = |timeout| Options {
             max_attempts: Some(1),
@@ -327,7 +333,12 @@ impl Pool {
         };
         let result = async {
             let setup = node.with_options(&options(self.settings.reply_margin));
-            let id = client_id(&setup).await?;
+            let id = client_id(&setup).await.inspect_err(|error| {
+                if *error.kind() == ErrorKind::Timeout {
+                    let reason = format!("{host}:{port} stopped answering: {}", error.details());
+                    self.unreachable.record(host, port, reason);
+                }
+            })?;
             let asking = CustomCommand::new_static("ASKING", ClusterHash::Random, false);
             if let Some(text) =
                 reply::error_text(&setup.custom_raw(asking, Vec::<Value>::new()).await?)

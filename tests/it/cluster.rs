@@ -834,6 +834,7 @@ async fn an_unreachable_importing_node_is_not_dialled_for_every_command() {
     let mut config = crate::harness::test_config(&cluster.url());
     config.connect_timeout = std::time::Duration::from_millis(500);
     config.command_timeout = std::time::Duration::from_secs(1);
+    config.blocking = true;
     let gw = Gateway::start_with(config).await;
     let key = format!("{{{}unreachable}}moved", prefix());
     assert_eq!(
@@ -907,9 +908,19 @@ async fn an_unreachable_importing_node_is_not_dialled_for_every_command() {
             "a second later the node is tried again"
         );
     };
+    let no_connection = format!("no connection to 127.0.0.1:{extra_port}");
+    // Blocking commands (`RESTASH_BLOCKING=true`, a pool of their own, here on a
+    // missing list of the slot) remember it the same way, apart.
+    let queue = key.replace("moved", "queue");
+    for remembered in [false, true] {
+        let (status, body) = gw.command(json!(["BLPOP", queue, 5])).await;
+        assert_eq!(status, 503, "{body}");
+        assert!(unavailable(&body, &no_connection), "{body}");
+        let said = unavailable(&body, "ms ago; tried again after 1000 ms");
+        assert_eq!(said, remembered, "{body}");
+    }
     let (status, body) = gw.command(json!(["GET", key])).await;
     assert_eq!(status, 503, "{body}");
-    let no_connection = format!("no connection to 127.0.0.1:{extra_port}");
     assert!(unavailable(&body, &no_connection), "{body}");
     remembered_then_resumed(&no_connection).await;
 
