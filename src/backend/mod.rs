@@ -369,7 +369,7 @@ impl Backend {
             let mut replies = Vec::with_capacity(commands.len());
             let mut commands = commands.into_iter().map(|(args, _)| args).peekable();
             while commands.peek().is_some() {
-                let chunk: Vec<_> = commands.by_ref().take(PIPELINE_CHUNK).collect();
+                let chunk: Vec<_> = commands.by_ref().take(self.chunk_size).collect();
                 replies.extend(mux.many(chunk).await?);
             }
             return Ok(replies);
@@ -380,7 +380,7 @@ impl Backend {
         while commands.peek().is_some() {
             let chunk: Vec<_> = commands
                 .by_ref()
-                .take(PIPELINE_CHUNK)
+                .take(self.chunk_size)
                 .map(|(args, target)| self.to_custom(args, &target))
                 .collect();
             let results =
@@ -409,9 +409,9 @@ impl Backend {
             Target::Slot(slot) => Some(slot),
             _ => None,
         };
-        let results = if batch.len() <= self.chunk_size {
-            // One chunk is handed to fred whole on its first poll: a caller that goes
-            // away cannot stop it half-way.
+        // Less than a chunk, with room for an `ASKING` (see `ask`), is handed to fred
+        // whole on its first poll: a caller that goes away cannot stop it half-way.
+        let results = if batch.len() < self.chunk_size {
             let client = self.transactions.acquire().await;
             let _lease = crate::metrics::PoolLease::start("transactions");
             run_transaction(&client, asks.as_deref(), batch, slot).await

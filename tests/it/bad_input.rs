@@ -553,8 +553,8 @@ async fn huge_transactions_run_whole_and_leave_their_connection_clean() {
 /// paused) runs nothing: `EXEC` is sent only once every command before it is
 /// queued, `DISCARD` in its place otherwise, and nothing after the chunk that
 /// failed; one of a single chunk runs whole or not at all. A command buffer
-/// smaller than a transaction does not stop it (it goes in chunks of less than
-/// half the buffer).
+/// smaller than a transaction or a pipeline does not stop it (they go in chunks of
+/// less than half the buffer).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_transaction_that_fails_half_way_runs_nothing() {
     let redis = RedisServer::start();
@@ -565,6 +565,10 @@ async fn a_transaction_that_fails_half_way_runs_nothing() {
     let gateway = Gateway::start_with(config).await;
     let incr = |key: &str| Value::Array(vec![json!(["INCR", key]); 500]).to_string();
     let (status, body) = gateway.post("/multi-exec", incr("tx:chunked")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body[499], json!({"result": 500}));
+    // A pipeline too.
+    let (status, body) = gateway.post("/pipeline", incr("tx:pipelined")).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body[499], json!({"result": 500}));
 
