@@ -370,7 +370,12 @@ impl Router {
       self.retry_buffer.extend(commands);
     }
 
-    while let Some(command) = self.retry_buffer.pop_front() {
+    // restash: only the commands buffered now. A command that finds no connection is
+    // buffered again (`create_replica_connection`, with its attempt given back), so
+    // retrying it in this same loop spun for ever, at 100 % CPU, when a connection
+    // dropped again during a reconnection. Those wait for the next reconnection.
+    let mut buffered = std::mem::take(&mut self.retry_buffer);
+    while let Some(command) = buffered.pop_front() {
       if client_utils::read_bool_atomic(&command.timed_out) {
         _debug!(
           inner,
@@ -392,6 +397,8 @@ impl Router {
         break;
       }
     }
+    // Not tried after an error: after those buffered again, in their first order.
+    self.retry_buffer.extend(buffered);
 
     let _ = self.flush().await;
     Ok(())
