@@ -558,12 +558,21 @@ async fn run_transaction(
             (true, Some(asks), Some(slot)) => asks.follow(client, slot, batch.clone()).await,
             _ => None,
         };
+        // An `ASK`ed transaction ran on another connection than `client`.
+        let on_client = followed.is_none();
         let results = match followed {
             Some(results) => results,
             None => send_in_order(client, pinned_to_one_node(client, &batch)).await,
         };
         if !results.iter().any(ask::is_redirected) {
-            return Ok(results);
+            if !on_client || in_step(client, &results, batch.len()).await {
+                return Ok(results);
+            }
+            return Err(FredError::new(
+                ErrorKind::IO,
+                "the transaction's connection was out of step with Redis and was replaced; \
+                 the transaction may or may not have run",
+            ));
         }
         if tries == REDIRECT_RETRIES {
             return Err(redirected_too_often(tries));
@@ -571,6 +580,48 @@ async fn run_transaction(
         crate::metrics::record_redirect("retried");
         tries += 1;
     }
+}
+
+/// Whether `results`, the replies to a transaction of `sent` commands (`MULTI` and
+/// `EXEC` included) on `client`, are its own; `client`'s connection is replaced
+/// when it may be out of step. A command that got no reply in time may never be
+/// written at all (fred skips what timed out while queued, `EXEC` or `DISCARD`
+/// included), which would leave the connection inside `MULTI` for its next user:
+/// that user's `MULTI` would fail and its commands join the old transaction, whose
+/// replies it would get. So after any failure without a reply, a `MULTI` not
+/// answered `OK`, or an `EXEC` whose replies do not match the commands, the
+/// connection is closed and opened again (Redis drops a closed connection's
+/// transaction). `false` only when every command was answered but the answers are
+/// not this transaction's.
+async fn in_step(client: &Client, results: &[Result<Frame, FredError>], sent: usize) -> bool {
+    let multi_ok = matches!(
+        results.first(),
+        Some(Ok(Frame::SimpleString { data, .. })) if &data[..] == b"OK"
+    );
+    let exec_matches = match results.last() {
+        Some(Ok(Frame::Array { data, .. })) => data.len() + 2 == sent,
+        Some(Ok(other)) => reply::error_text(other).is_some(),
+        _ => false,
+    };
+    let all_replied = results.iter().all(Result::is_ok);
+    if multi_ok && exec_matches && all_replied {
+        return true;
+    }
+    tracing::warn!(
+        multi_ok,
+        exec_matches,
+        all_replied,
+        "a transaction's connection may be out of step with Redis: reconnecting it"
+    );
+    let limit = client.connection_config().connection_timeout + Duration::from_secs(1);
+    if tokio::time::timeout(limit, client.force_reconnection())
+        .await
+        .is_err()
+    {
+        tracing::warn!("reconnecting a transaction's connection took too long");
+    }
+    // A failure without a reply reaches the caller as that failure.
+    !all_replied || (multi_ok && exec_matches)
 }
 
 /// Most commands handed to `client` at once: [`PIPELINE_CHUNK`], and less than half

@@ -600,6 +600,59 @@ async fn a_transaction_that_fails_half_way_runs_nothing() {
     assert_eq!(redis.cli(&["EXISTS", "tx:paused"]), "0");
 }
 
+/// Redis busy (a slow script) while a large transaction is written: commands time
+/// out in fred's queue and fred skips writing them, `EXEC` or `DISCARD` included.
+/// The connection is then replaced, so the next caller's transaction is its own.
+/// Before, the connection stayed inside `MULTI`, the next caller's commands joined
+/// the old transaction, and it got the first caller's data (found by a
+/// fault-probing helper, 3 runs out of 3).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_transaction_never_answers_the_next_caller() {
+    let redis = RedisServer::start();
+    let mut config = crate::harness::test_config(&redis.url());
+    config.transaction_connections = 1;
+    config.command_timeout = Duration::from_millis(300);
+    let gateway = Gateway::start_with(config).await;
+    redis.cli(&["SET", "stall:secret", "alice-private-data"]);
+    let port = redis.port.to_string();
+    let busy = std::thread::spawn(move || {
+        let script = "local s=redis.call('TIME') local e=s[1]*1000000+s[2]+1500000 \
+            while true do local n=redis.call('TIME') if n[1]*1000000+n[2] > e then break end end \
+            return 1";
+        std::process::Command::new("redis-cli")
+            .args(["-p", &port, "EVAL", script, "0"])
+            .output()
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let value = "x".repeat(8192);
+    let mut alice = vec![json!(["GET", "stall:secret"])];
+    alice.extend((0..1100).map(|i| json!(["SET", format!("stall:a{i}"), value])));
+    let (status, body) = gateway
+        .post("/multi-exec", Value::Array(alice).to_string())
+        .await;
+    assert!(matches!(status, 503 | 504), "{status} {body}");
+    busy.join().expect("busy script").expect("redis-cli");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let bob = json!([["INCR", "stall:bob"], ["INCR", "stall:bob"]]).to_string();
+    let mut answer = gateway.post("/multi-exec", bob.clone()).await;
+    if answer.0 != 200 {
+        // The replaced connection may still be coming back.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        answer = gateway.post("/multi-exec", bob).await;
+    }
+    assert_eq!(answer, (200, json!([{"result": 1}, {"result": 2}])));
+    let in_multi: Vec<String> = redis
+        .cli(&["CLIENT", "LIST"])
+        .lines()
+        .filter(|line| !line.contains(" multi=-1 "))
+        .map(String::from)
+        .collect();
+    assert!(
+        in_multi.is_empty(),
+        "connections inside MULTI: {in_multi:?}"
+    );
+}
+
 /// Redis echoes the arguments of unknown commands in its error text; bytes that are
 /// not UTF-8 there used to wedge the shared connection (found by schemathesis).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
