@@ -81,7 +81,10 @@ async fn create_replica_connection(
     // connection does not exist
     _debug!(inner, "Failed to route command to replica. Deferring reconnection...");
     let err = Error::new(ErrorKind::Routing, "Failed to route command.");
-    command.attempts_remaining += 1;
+    // restash: the attempt is not given back. A command still queued when its
+    // connection dropped was retried on the next connection, with no regard to what
+    // came before it: the rest of a transaction ran there outside MULTI. With one
+    // attempt (restash's setting: nothing is replayed) it now fails instead.
     finish_or_retry_command(router, command, &err);
     utils::defer_reconnection(inner, router, None, err, false)?;
     Ok(())
