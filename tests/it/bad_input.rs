@@ -537,16 +537,7 @@ async fn huge_transactions_run_whole_and_leave_their_connection_clean() {
             (200, json!([{"result": "OK"}, {"result": "v"}]))
         );
     }
-    let in_multi: Vec<String> = redis
-        .cli(&["CLIENT", "LIST"])
-        .lines()
-        .filter(|line| !line.contains(" multi=-1 "))
-        .map(String::from)
-        .collect();
-    assert!(
-        in_multi.is_empty(),
-        "connections inside MULTI: {in_multi:?}"
-    );
+    assert_no_connection_inside_multi(&redis);
 }
 
 /// A transaction longer than a chunk whose commands get no reply in time (Redis
@@ -641,16 +632,7 @@ async fn a_stalled_transaction_never_answers_the_next_caller() {
         answer = gateway.post("/multi-exec", bob).await;
     }
     assert_eq!(answer, (200, json!([{"result": 1}, {"result": 2}])));
-    let in_multi: Vec<String> = redis
-        .cli(&["CLIENT", "LIST"])
-        .lines()
-        .filter(|line| !line.contains(" multi=-1 "))
-        .map(String::from)
-        .collect();
-    assert!(
-        in_multi.is_empty(),
-        "connections inside MULTI: {in_multi:?}"
-    );
+    assert_no_connection_inside_multi(&redis);
 }
 
 /// The transaction's connection killed while its commands are on their way: the
@@ -963,5 +945,19 @@ async fn bodies_in_pieces_are_read_whole_and_limited() {
     assert!(
         text.starts_with("ERR could not read the request body"),
         "{body}"
+    );
+}
+
+/// Fails when a connection to `redis` is inside `MULTI` (`CLIENT LIST`).
+fn assert_no_connection_inside_multi(redis: &RedisServer) {
+    let in_multi: Vec<String> = redis
+        .cli(&["CLIENT", "LIST"])
+        .lines()
+        .filter(|line| !line.contains(" multi=-1 "))
+        .map(String::from)
+        .collect();
+    assert!(
+        in_multi.is_empty(),
+        "connections inside MULTI: {in_multi:?}"
     );
 }
