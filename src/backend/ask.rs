@@ -31,7 +31,9 @@ use fred::types::config::{Server, ServerConfig};
 use fred::types::{Builder, ClusterHash, CustomCommand, Value};
 use tokio::sync::Mutex;
 
-use super::{is_redirect, send_in_order, send_one, single_attempt, Prepared};
+use super::{
+    is_redirect, send_in_order, send_one, send_transaction, single_attempt, Batch, Prepared,
+};
 use crate::protocol::reply::Frame;
 
 /// Where the owner of `slot` is moving it: the importing node's `(host, port)`, read
@@ -138,8 +140,15 @@ impl Unreachable {
         }
     }
 
+    /// Remembers that `host:port` stopped answering: `error`, a command's.
+    pub(crate) fn record_silence(&self, host: &str, port: u16, error: &FredError) {
+        tracing::warn!(%host, port, %error, "the node a slot is being migrated to stopped answering");
+        let reason = format!("{host}:{port} stopped answering: {}", error.details());
+        self.record(host, port, reason);
+    }
+
     /// Remembers that `host:port` failed, for `reason`.
-    pub(crate) fn record(&self, host: &str, port: u16, reason: String) {
+    fn record(&self, host: &str, port: u16, reason: String) {
         let mut failed = self.0.lock().unwrap_or_else(|e| e.into_inner());
         failed.retain(|_, (at, _)| at.elapsed() < RETRY_CONNECT_AFTER);
         failed.insert(format!("{host}:{port}"), (Instant::now(), reason));
@@ -165,14 +174,15 @@ impl AskFollower {
         })
     }
 
-    /// Sends `commands` (all for `slot`) to the node `slot` is being migrated to, after
-    /// `ASKING`, and returns their replies; `None` when `slot`'s owner (asked through
-    /// `client`) is not migrating it.
+    /// Sends `commands` (all for `slot`, a `batch` of that kind) to the node `slot` is
+    /// being migrated to, after `ASKING`, and returns their replies; `None` when
+    /// `slot`'s owner (asked through `client`) is not migrating it.
     pub(crate) async fn follow<C: ClientLike>(
         &self,
         client: &C,
         slot: u16,
         commands: Vec<Prepared>,
+        batch: Batch,
     ) -> Option<Vec<Result<Frame, FredError>>> {
         let (host, port) = match self.remembered(slot) {
             Some(target) => target,
@@ -193,7 +203,7 @@ impl AskFollower {
         };
         crate::metrics::record_redirect("ask");
         let replies = self
-            .send(&host, port, commands)
+            .send(&host, port, commands, batch)
             .await
             .unwrap_or_else(|error| vec![Err(error)]);
         if replies.iter().any(is_redirected) {
@@ -210,14 +220,15 @@ impl AskFollower {
         (remembered.read.elapsed() < TARGET_TTL).then(|| remembered.node.clone())
     }
 
-    /// Sends `ASKING` and then `commands` (one command, or a whole `MULTI … EXEC`:
-    /// the `ASKING` flag lasts until `EXEC`) to `host:port` on restash's own connection
-    /// to it, and returns the commands' replies.
+    /// Sends `ASKING` and then `commands` (one command, or a whole `MULTI … EXEC`,
+    /// as `kind` says: the `ASKING` flag lasts until `EXEC`) to `host:port` on
+    /// restash's own connection to it, and returns the commands' replies.
     async fn send(
         &self,
         host: &str,
         port: u16,
         commands: Vec<Prepared>,
+        kind: Batch,
     ) -> Result<Vec<Result<Frame, FredError>>, FredError> {
         let node = {
             let mut nodes = self.nodes.lock().unwrap_or_else(|e| e.into_inner());
@@ -240,13 +251,14 @@ impl AskFollower {
                 prepared
             }))
             .collect();
-        let replies = send_in_order(&client, batch).await;
+        let replies = match kind {
+            Batch::Commands => send_in_order(&client, batch).await,
+            Batch::Transaction => send_transaction(&client, batch).await,
+        };
         if let Some(Err(error)) = replies.first() {
             if matches!(error.kind(), ErrorKind::Timeout | ErrorKind::IO) {
                 // A node that stopped answering: a new connection, but not at once.
-                tracing::warn!(%host, port, %error, "the node a slot is being migrated to stopped answering");
-                let reason = format!("{host}:{port} stopped answering: {}", error.details());
-                self.unreachable.record(host, port, reason);
+                self.unreachable.record_silence(host, port, error);
                 *link = None;
                 tokio::spawn(async move {
                     let _ = client.quit().await;
@@ -256,10 +268,7 @@ impl AskFollower {
         let mut replies = replies.into_iter();
         match replies.next() {
             Some(Ok(frame)) => match crate::protocol::reply::error_text(&frame) {
-                Some(text) => Err(FredError::new(
-                    ErrorKind::Routing,
-                    format!("ASKING refused by {host}:{port}: {text}"),
-                )),
+                Some(text) => Err(asking_refused(host, port, &text)),
                 None => Ok(replies.collect()),
             },
             Some(Err(error)) => Err(error),
@@ -298,6 +307,14 @@ impl AskFollower {
             }
         }
     }
+}
+
+/// The error for an `ASKING` that `host:port` answered with the error `text`.
+pub(crate) fn asking_refused(host: &str, port: u16, text: &str) -> FredError {
+    FredError::new(
+        ErrorKind::Routing,
+        format!("ASKING refused by {host}:{port}: {text}"),
+    )
 }
 
 /// A connection of its own to the cluster node `host:port` (which may own no slot),

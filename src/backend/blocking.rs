@@ -150,11 +150,9 @@ impl BlockingPool {
             .ok_or_else(busy)?;
         let client = pool.client(&mut slot).await?;
         let options = Options {
-            max_attempts: Some(1),
-            fail_fast: true,
             cluster_hash: cluster_hash(&args),
             timeout: Some(wait + pool.settings.reply_margin),
-            ..Options::default()
+            ..super::single_attempt()
         };
         let (tx, rx) = tokio::sync::oneshot::channel();
         let pool_ref = self.inner.clone();
@@ -326,27 +324,21 @@ impl Pool {
             .await?;
         // The command may block for `timeout`; what comes before it may not.
         let options = |timeout| Options {
-            max_attempts: Some(1),
-            fail_fast: true,
             timeout: Some(timeout),
-            ..Options::default()
+            ..super::single_attempt()
         };
         let result = async {
             let setup = node.with_options(&options(self.settings.reply_margin));
             let id = client_id(&setup).await.inspect_err(|error| {
                 if *error.kind() == ErrorKind::Timeout {
-                    let reason = format!("{host}:{port} stopped answering: {}", error.details());
-                    self.unreachable.record(host, port, reason);
+                    self.unreachable.record_silence(host, port, error);
                 }
             })?;
             let asking = CustomCommand::new_static("ASKING", ClusterHash::Random, false);
             if let Some(text) =
                 reply::error_text(&setup.custom_raw(asking, Vec::<Value>::new()).await?)
             {
-                return Err(FredError::new(
-                    ErrorKind::Routing,
-                    format!("ASKING refused by {host}:{port}: {text}"),
-                ));
+                return Err(ask::asking_refused(host, port, &text));
             }
             let client = node.with_options(&options(timeout));
             let reply = client.custom_raw(command.clone(), values.to_vec());
@@ -430,11 +422,9 @@ impl Pool {
             }
         };
         let options = Options {
-            max_attempts: Some(1),
-            fail_fast: true,
             cluster_node: to.cluster_node.clone(),
             cluster_hash: to.cluster_hash.clone(),
-            ..Options::default()
+            ..super::single_attempt()
         };
         let command = CustomCommand::new("CLIENT", ClusterHash::FirstKey, false);
         let args = vec![Value::from("UNBLOCK"), Value::from(id)];

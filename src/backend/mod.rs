@@ -555,14 +555,17 @@ async fn run_transaction(
     let mut tries = 0;
     loop {
         let followed = match (tries >= ask::ASK_AFTER_TRIES, asks, slot) {
-            (true, Some(asks), Some(slot)) => asks.follow(client, slot, batch.clone()).await,
+            (true, Some(asks), Some(slot)) => {
+                asks.follow(client, slot, batch.clone(), Batch::Transaction)
+                    .await
+            }
             _ => None,
         };
         // An `ASK`ed transaction ran on another connection than `client`.
         let on_client = followed.is_none();
         let results = match followed {
             Some(results) => results,
-            None => send_in_order(client, pinned_to_one_node(client, &batch)).await,
+            None => send_transaction(client, pinned_to_one_node(client, &batch)).await,
         };
         if !results.iter().any(ask::is_redirected) {
             if !on_client || in_step(client, &results, batch.len()).await {
@@ -657,6 +660,15 @@ fn pinned_to_one_node(client: &Client, batch: &[Prepared]) -> Vec<Prepared> {
     batch
 }
 
+/// What a batch sent after `ASKING` is.
+#[derive(Clone, Copy)]
+enum Batch {
+    /// Commands, each on its own.
+    Commands,
+    /// `MULTI`, commands and `EXEC` (see [`send_transaction`]).
+    Transaction,
+}
+
 /// How many times a command the cluster redirected (`MOVED`, `ASK`) is sent again.
 pub const REDIRECT_RETRIES: usize = 3;
 
@@ -674,7 +686,8 @@ async fn send_following_redirects<C: ClientLike>(
     loop {
         let followed = match (tries >= ask::ASK_AFTER_TRIES, asks, prepared.slot()) {
             (true, Some(asks), Some(slot)) => {
-                asks.follow(client, slot, vec![prepared.clone()]).await
+                asks.follow(client, slot, vec![prepared.clone()], Batch::Commands)
+                    .await
             }
             _ => None,
         };
@@ -746,32 +759,12 @@ async fn send_in_order_following_redirects<C: ClientLike>(
 /// and what follows it), so chunks change nothing Redis sees. When fred fails a
 /// command (no reply from Redis: redirected, timed out, disconnected, refused),
 /// nothing after its chunk is sent; those commands get that error.
-///
-/// A transaction (`MULTI` first, after an optional `ASKING`) longer than a chunk
-/// ends with its `EXEC` sent on its own, once every command before it has its reply
-/// (`QUEUED`, or a queue-time error reply, which makes Redis discard it): Redis
-/// never runs a transaction with a command missing. Otherwise `DISCARD` is sent in
-/// its place, so that the connection's next user does not find it inside `MULTI`.
-/// A transaction of one chunk goes whole, in one round trip.
 async fn send_in_order<C: ClientLike>(
     client: &C,
-    mut commands: Vec<Prepared>,
+    commands: Vec<Prepared>,
 ) -> Vec<Result<Frame, FredError>> {
     let chunk_size = chunk_size(client);
-    let opens_transaction = commands
-        .iter()
-        .take(2)
-        .any(|prepared| prepared.command.cmd.eq_ignore_ascii_case("MULTI"));
-    // A transaction of one chunk goes whole, `EXEC` included: what fails in it
-    // (a timeout, a dropped connection) fails `EXEC` too, and a redirected command
-    // makes Redis discard it.
-    let exec = if opens_transaction && commands.len() > chunk_size {
-        commands.pop()
-    } else {
-        None
-    };
-    let mut results = Vec::with_capacity(commands.len() + 1);
-    let mut failed = None;
+    let mut results = Vec::with_capacity(commands.len());
     let mut commands = commands.into_iter().peekable();
     while commands.peek().is_some() {
         let chunk_start = results.len();
@@ -780,25 +773,35 @@ async fn send_in_order<C: ClientLike>(
             .take(chunk_size)
             .map(|prepared| send_one(client, prepared));
         results.extend(futures::future::join_all(chunk).await);
-        failed = results[chunk_start..]
-            .iter()
-            .find_map(|r| r.as_ref().err())
-            .cloned();
-        if failed.is_some() {
+        let failed = results[chunk_start..].iter().find_map(|r| r.as_ref().err());
+        if let Some(error) = failed.cloned() {
+            results.extend(commands.map(|_| Err(unsent(&error))));
             break;
         }
     }
-    let unsent = |error: &FredError| {
-        let text = format!("not sent: an earlier command failed: {}", error.details());
-        Err(FredError::new(error.kind().clone(), text))
-    };
-    if let Some(error) = &failed {
-        results.extend(commands.map(|_| unsent(error)));
+    results
+}
+
+/// [`send_in_order`] for a transaction: `commands` is `MULTI` (after an optional
+/// `ASKING`), the commands and `EXEC`. One of a chunk goes whole, in one round
+/// trip: what fails in it (a timeout, a dropped connection) fails `EXEC` too, and a
+/// redirected command makes Redis discard it. A longer one ends with its `EXEC`
+/// sent on its own, once every command before it has its reply (`QUEUED`, or a
+/// queue-time error reply, which makes Redis discard it): Redis never runs a
+/// transaction with a command missing. Otherwise `DISCARD` is sent in its place,
+/// so that the connection's next user does not find it inside `MULTI`.
+async fn send_transaction<C: ClientLike>(
+    client: &C,
+    mut commands: Vec<Prepared>,
+) -> Vec<Result<Frame, FredError>> {
+    if commands.len() <= chunk_size(client) {
+        return send_in_order(client, commands).await;
     }
-    let Some(exec) = exec else {
-        return results;
+    let Some(exec) = commands.pop() else {
+        return Vec::new();
     };
-    match &failed {
+    let mut results = send_in_order(client, commands).await;
+    match results.iter().find_map(|r| r.as_ref().err()).cloned() {
         None => results.push(send_one(client, exec).await),
         Some(error) => {
             let mut discard = exec;
@@ -808,8 +811,14 @@ async fn send_in_order<C: ClientLike>(
                 // one, DISCARD is ahead of anything sent later.
                 tracing::debug!(%error, "DISCARD after a failed transaction got no answer");
             }
-            results.push(unsent(error));
+            results.push(Err(unsent(&error)));
         }
     }
     results
+}
+
+/// The error of a command not sent because `error` failed one before it.
+fn unsent(error: &FredError) -> FredError {
+    let text = format!("not sent: an earlier command failed: {}", error.details());
+    FredError::new(error.kind().clone(), text)
 }
